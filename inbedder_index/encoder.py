@@ -1,0 +1,388 @@
+"""``InBedder``: texts under an instruction -> vectors. The only module that runs the language model.
+
+Pooling follows the architecture:
+- causal LM: the last layer's hidden state at the last prompt token (the state from which the
+  model would start its answer). One forward pass, no ``generate()``: the reference code's
+  generation of three tokens only to read the first step's state is wasted work.
+- masked LM: the mean of the last layer's hidden states at ``n_mask`` mask tokens placed right
+  after ``### Response:`` (where the answer would be written).
+
+Batches are sorted by length and padded on the right, so every real token keeps the position
+it has in an unpadded pass (no position-id bookkeeping for the vectors; the optional answer
+decoding continues each row at its own position with explicit position ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .cache import EmbeddingCache, text_hash
+from .models import DEFAULT_MODEL, Kind, LoadedModel, load_model, model_kind
+from .prompt import PROMPT_VERSION, Prompt, PromptBuilder
+
+logger = logging.getLogger(__name__)
+
+_ANSWER_TOKENS = 3  # the paper's answers are 1-3 words; a causal answer is a greedy 3-token continuation
+_PROGRESS_MIN_TEXTS = 256  # show_progress_bar=None shows a bar from this many texts to encode
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[dtype]
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, (bytes, Mapping)) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{position}] is {type(text).__name__}, not str")
+    return list(texts)
+
+
+def _check_instructions(instruction: str | Sequence[str]) -> list[str]:
+    items = [instruction] if isinstance(instruction, str) else list(instruction)
+    if not items:
+        raise ValueError("instruction list is empty; give at least one instruction")
+    for position, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"instruction[{position}] is {type(item).__name__}, not str")
+        if not item.strip():
+            raise ValueError("instruction is empty or blank; InBedder needs a question to answer, "
+                             "e.g. 'What is the topic of this text?'")
+    return list(dict.fromkeys(items))
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped longest first, each group within ``batch_size`` texts and ``max_batch_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) >= batch_size or width * (len(current) + 1) > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class _Encoded:
+    vectors: np.ndarray  # (n, dim) float32, unnormalised
+    answers: list[str] | None
+
+
+class InBedder:
+    """An instruction-following text embedder: ``encode(texts, instruction)``.
+
+    ``model`` is a built-in name (``inbedder_index.list_supported_models()``), a Hugging Face id
+    (with ``revision``) or a local folder. ``cache_dir`` is where models are downloaded or
+    converted; ``embedding_cache`` (a path or ``EmbeddingCache``) keeps computed vectors so that
+    re-encoding an unchanged text is free.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_length: int = 512,
+        n_mask: int = 3,
+        batch_size: int = 32,
+        trust_remote_code: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        embedding_cache: str | os.PathLike[str] | EmbeddingCache | None = None,
+        max_batch_tokens: int = 16384,
+        instruction_room: int = 64,
+    ) -> None:
+        torch_device = _pick_device(device)
+        torch_dtype = _pick_dtype(dtype, torch_device)
+        loaded = load_model(model, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                            cache_dir=cache_dir)
+        self._bind(loaded, torch_device, max_length=max_length, n_mask=n_mask, batch_size=batch_size,
+                   embedding_cache=embedding_cache, max_batch_tokens=max_batch_tokens,
+                   instruction_room=instruction_room)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        model_id: str = "in-memory",
+        kind: Kind | None = None,
+        device: str | torch.device | None = None,
+        max_length: int = 512,
+        n_mask: int = 3,
+        batch_size: int = 32,
+        embedding_cache: str | os.PathLike[str] | EmbeddingCache | None = None,
+        max_batch_tokens: int = 16384,
+        instruction_room: int = 64,
+    ) -> InBedder:
+        """Wrap a model already in memory (a fine-tuned one, or a test model built from a config)."""
+        self = cls.__new__(cls)
+        loaded = LoadedModel(model.eval(), tokenizer, kind or model_kind(model.config), model_id, None)
+        self._bind(loaded, _pick_device(device), max_length=max_length, n_mask=n_mask, batch_size=batch_size,
+                   embedding_cache=embedding_cache, max_batch_tokens=max_batch_tokens,
+                   instruction_room=instruction_room)
+        return self
+
+    def _bind(
+        self,
+        loaded: LoadedModel,
+        device: torch.device,
+        *,
+        max_length: int,
+        n_mask: int,
+        batch_size: int,
+        embedding_cache: str | os.PathLike[str] | EmbeddingCache | None,
+        max_batch_tokens: int,
+        instruction_room: int,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if loaded.kind == "masked" and n_mask < 1:
+            raise ValueError(f"n_mask must be at least 1 for a masked LM, got {n_mask}")
+        self.model = loaded.model.to(device)
+        self.model.requires_grad_(False)
+        self.tokenizer = loaded.tokenizer
+        self.kind: Kind = loaded.kind
+        self.device = device
+        self.batch_size = batch_size
+        self.max_batch_tokens = max(max_batch_tokens, max_length)
+        self.max_length = max_length
+        self.n_mask = n_mask if loaded.kind == "masked" else 0
+        self._model_id = loaded.model_id
+        self._revision = loaded.revision
+        self._backbone = self.model.base_model
+        self._pad_id = next(
+            (t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0
+        )
+        self.prompts = PromptBuilder(self.tokenizer, max_length=max_length, n_mask=self.n_mask,
+                                     instruction_room=instruction_room)
+        self._fingerprint: str | None = None
+        if embedding_cache is None or isinstance(embedding_cache, EmbeddingCache):
+            self.embedding_cache = embedding_cache
+        else:
+            self.embedding_cache = EmbeddingCache(embedding_cache)
+
+    # ----------------------------------------------------------------- identity
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_input_embeddings().embedding_dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable digest of the weights, tokenizer and pooling: equal fingerprints give equal vectors.
+
+        Weights are sampled (a fixed spread of values from every tensor, rounded to bfloat16 so
+        that a float32 and a bfloat16 load of the same model agree), which catches any training
+        or revision change at a fraction of hashing whole files.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            with torch.no_grad():
+                for name, tensor in sorted(self.model.state_dict().items()):
+                    flat = tensor.detach().reshape(-1)
+                    if flat.numel() == 0 or not flat.is_floating_point():
+                        continue
+                    count = min(flat.numel(), 64)
+                    picks = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
+                    sample = flat[picks].to(torch.bfloat16).float().cpu().numpy()
+                    digest.update(name.encode())
+                    digest.update(sample.tobytes())
+            probe = self.tokenizer("Tokenizer probe: ### Response: über 42", add_special_tokens=True)["input_ids"]
+            digest.update(json.dumps({
+                "tokenizer": list(probe),
+                "vocab": len(self.tokenizer),
+                "pooling": f"mask-mean-{self.n_mask}" if self.kind == "masked" else "last-token",
+                "prompt": PROMPT_VERSION,
+            }).encode())
+            self._fingerprint = digest.hexdigest()[:32]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"InBedder(model={self.model_id!r}, kind={self.kind!r}, dim={self.dim}, device={str(self.device)!r})"
+
+    # ----------------------------------------------------------------- encoding
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        normalize: bool = True,
+        show_progress_bar: bool | None = None,
+        return_answers: bool = False,
+    ) -> Any:
+        """Embed ``texts`` under ``instruction``.
+
+        Returns a float32 array ``(len(texts), dim)`` in input order (1-D for a single string),
+        or ``(vectors, answers)`` with ``return_answers=True``, where ``answers[i]`` is the
+        model's short answer for text ``i``. With a list of instructions, a dict
+        ``instruction -> result``. Empty strings are valid texts (the model still answers the
+        question about an empty input); an empty list gives a ``(0, dim)`` array.
+        """
+        single = isinstance(texts, str)
+        text_list = [texts] if single else _check_texts(texts)  # type: ignore[list-item]
+        instructions = _check_instructions(instruction)
+        size = batch_size or self.batch_size
+        if size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {size}")
+        results: dict[str, Any] = {}
+        for item in instructions:
+            encoded = self._encode_cached(text_list, item, size, show_progress_bar, return_answers)
+            vectors = _normalise(encoded.vectors) if normalize else encoded.vectors
+            if single:
+                results[item] = (vectors[0], encoded.answers[0]) if return_answers else vectors[0]
+            else:
+                results[item] = (vectors, encoded.answers) if return_answers else vectors
+        return results if not isinstance(instruction, str) else results[instruction]
+
+    def _encode_cached(
+        self, texts: list[str], instruction: str, batch_size: int, progress: bool | None, answers: bool
+    ) -> _Encoded:
+        """Encode unique texts that the embedding cache does not hold; assemble in input order."""
+        hashes = [text_hash(text) for text in texts]
+        unique = dict(zip(hashes, texts))
+        found = (
+            self.embedding_cache.get(self._cache_key, instruction, list(unique), need_answers=answers)
+            if self.embedding_cache is not None
+            else {}
+        )
+        todo = [digest for digest in unique if digest not in found]
+        if todo:
+            fresh = self._encode_texts([unique[d] for d in todo], instruction, batch_size, progress, answers)
+            if self.embedding_cache is not None:
+                self.embedding_cache.put(self._cache_key, instruction, todo, fresh.vectors, fresh.answers)
+            for position, digest in enumerate(todo):
+                found[digest] = (fresh.vectors[position], fresh.answers[position] if fresh.answers else None)
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        for row, digest in enumerate(hashes):
+            vectors[row] = found[digest][0]
+        return _Encoded(vectors, [found[d][1] or "" for d in hashes] if answers else None)
+
+    @property
+    def _cache_key(self) -> str:
+        return f"{self.fingerprint}:L{self.max_length}:R{self.prompts.instruction_room}"
+
+    def _encode_texts(
+        self, texts: list[str], instruction: str, batch_size: int, progress: bool | None, answers: bool
+    ) -> _Encoded:
+        prompts = self.prompts.build_many(texts, instruction)
+        batches = plan_batches([len(p) for p in prompts], batch_size, self.max_batch_tokens)
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        decoded: list[str] = [""] * len(texts) if answers else []
+        show = len(texts) >= _PROGRESS_MIN_TEXTS if progress is None else progress
+        with tqdm(total=len(texts), desc="encoding", unit="text", disable=not show) as bar:
+            for batch in batches:
+                batch_vectors, batch_answers = self._forward([prompts[i] for i in batch], answers)
+                vectors[batch] = batch_vectors
+                for i, answer in zip(batch, batch_answers or []):
+                    decoded[i] = answer
+                bar.update(len(batch))
+        return _Encoded(vectors, decoded if answers else None)
+
+    def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad to one tensor; real tokens keep the positions of an unpadded pass."""
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def _forward(self, prompts: Sequence[Prompt], answers: bool) -> tuple[np.ndarray, list[str] | None]:
+        """One forward pass over a batch: pooled vectors (float32) and, when asked, answers."""
+        ids, mask = self._pad([p.ids for p in prompts])
+        lengths = mask.sum(dim=1)
+        rows = torch.arange(len(prompts), device=self.device)
+        if self.kind == "masked":
+            if answers:  # the MLM head is needed anyway: one full pass gives both
+                out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+                hidden, logits = out.hidden_states[-1], out.logits
+            else:
+                hidden, logits = self._backbone(input_ids=ids, attention_mask=mask).last_hidden_state, None
+            first = lengths - self.prompts.n_tail - self.n_mask
+            slots = first[:, None] + torch.arange(self.n_mask, device=self.device)[None, :]
+            pooled = hidden[rows[:, None], slots].float().mean(dim=1)
+            texts = self._decode(logits[rows[:, None], slots].argmax(-1)) if logits is not None else None
+            return pooled.cpu().numpy(), texts
+        out = self._backbone(input_ids=ids, attention_mask=mask, use_cache=answers)
+        last = out.last_hidden_state[rows, lengths - 1]
+        texts = self._continue(last, out.past_key_values, mask, lengths) if answers else None
+        return last.float().cpu().numpy(), texts
+
+    def _continue(self, last: torch.Tensor, cache: Any, mask: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """Greedy answer of up to ``_ANSWER_TOKENS`` tokens, continuing each right-padded row in place."""
+        head = self.model.get_output_embeddings()
+        token = head(last).argmax(-1)
+        steps = [token]
+        eos = self.tokenizer.eos_token_id
+        done = token == eos if eos is not None else torch.zeros_like(token, dtype=torch.bool)
+        for step in range(1, _ANSWER_TOKENS):
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.model(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=(lengths + step - 1)[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            token = out.logits[:, -1].argmax(-1)
+            steps.append(token)
+            if eos is not None:
+                done = done | (token == eos)
+        return self._decode(torch.stack(steps, dim=1), stop=eos)
+
+    def _decode(self, tokens: torch.Tensor, stop: int | None = None) -> list[str]:
+        decoded = []
+        for row in tokens.tolist():
+            if stop is not None and stop in row:
+                row = row[: row.index(stop)]
+            decoded.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return decoded
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
