@@ -263,59 +263,91 @@ class InBedder:
         size = batch_size or self.batch_size
         if size < 1:
             raise ValueError(f"batch_size must be at least 1, got {size}")
+        encoded = self._encode_cached(text_list, instructions, size, show_progress_bar, return_answers)
         results: dict[str, Any] = {}
-        for item in instructions:
-            encoded = self._encode_cached(text_list, item, size, show_progress_bar, return_answers)
-            vectors = _normalise(encoded.vectors) if normalize else encoded.vectors
+        for item, result in encoded.items():
+            vectors = _normalise(result.vectors) if normalize else result.vectors
             if single:
-                results[item] = (vectors[0], encoded.answers[0]) if return_answers else vectors[0]
+                results[item] = (vectors[0], result.answers[0]) if return_answers else vectors[0]
             else:
-                results[item] = (vectors, encoded.answers) if return_answers else vectors
+                results[item] = (vectors, result.answers) if return_answers else vectors
         return results if not isinstance(instruction, str) else results[instruction]
 
     def _encode_cached(
-        self, texts: list[str], instruction: str, batch_size: int, progress: bool | None, answers: bool
-    ) -> _Encoded:
-        """Encode unique texts that the embedding cache does not hold; assemble in input order."""
+        self, texts: list[str], instructions: list[str], batch_size: int, progress: bool | None, answers: bool
+    ) -> dict[str, _Encoded]:
+        """Encode the unique texts the embedding cache lacks under any instruction; assemble in input order."""
         hashes = [text_hash(text) for text in texts]
         unique = dict(zip(hashes, texts))
-        found = (
-            self.embedding_cache.get(self._cache_key, instruction, list(unique), need_answers=answers)
-            if self.embedding_cache is not None
-            else {}
-        )
-        todo = [digest for digest in unique if digest not in found]
+        found: dict[str, dict[str, tuple[np.ndarray, str | None]]] = {
+            item: self.embedding_cache.get(self._cache_key, item, list(unique), need_answers=answers)
+            if self.embedding_cache is not None else {}
+            for item in instructions
+        }
+        todo = [digest for digest in unique if any(digest not in found[item] for item in instructions)]
         if todo:
-            fresh = self._encode_texts([unique[d] for d in todo], instruction, batch_size, progress, answers)
-            if self.embedding_cache is not None:
-                self.embedding_cache.put(self._cache_key, instruction, todo, fresh.vectors, fresh.answers)
-            for position, digest in enumerate(todo):
-                found[digest] = (fresh.vectors[position], fresh.answers[position] if fresh.answers else None)
-        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        for row, digest in enumerate(hashes):
-            vectors[row] = found[digest][0]
-        return _Encoded(vectors, [found[d][1] or "" for d in hashes] if answers else None)
+            fresh = self._encode_texts([unique[d] for d in todo], instructions, batch_size, progress, answers)
+            for item, result in fresh.items():
+                missing = [row for row, digest in enumerate(todo) if digest not in found[item]]
+                if self.embedding_cache is not None and missing:
+                    self.embedding_cache.put(
+                        self._cache_key, item, [todo[row] for row in missing], result.vectors[missing],
+                        [result.answers[row] for row in missing] if result.answers else None,
+                    )
+                for row, digest in enumerate(todo):
+                    found[item][digest] = (result.vectors[row], result.answers[row] if result.answers else None)
+        assembled = {}
+        for item in instructions:
+            vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+            for row, digest in enumerate(hashes):
+                vectors[row] = found[item][digest][0]
+            assembled[item] = _Encoded(vectors, [found[item][d][1] or "" for d in hashes] if answers else None)
+        return assembled
 
     @property
     def _cache_key(self) -> str:
         return f"{self.fingerprint}:L{self.max_length}:R{self.prompts.instruction_room}"
 
     def _encode_texts(
-        self, texts: list[str], instruction: str, batch_size: int, progress: bool | None, answers: bool
-    ) -> _Encoded:
-        prompts = self.prompts.build_many(texts, instruction)
-        batches = plan_batches([len(p) for p in prompts], batch_size, self.max_batch_tokens)
-        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        decoded: list[str] = [""] * len(texts) if answers else []
-        show = len(texts) >= _PROGRESS_MIN_TEXTS if progress is None else progress
-        with tqdm(total=len(texts), desc="encoding", unit="text", disable=not show) as bar:
-            for batch in batches:
-                batch_vectors, batch_answers = self._forward([prompts[i] for i in batch], answers)
-                vectors[batch] = batch_vectors
-                for i, answer in zip(batch, batch_answers or []):
-                    decoded[i] = answer
-                bar.update(len(batch))
-        return _Encoded(vectors, decoded if answers else None)
+        self, texts: list[str], instructions: list[str], batch_size: int, progress: bool | None, answers: bool
+    ) -> dict[str, _Encoded]:
+        """Encode every text under every instruction.
+
+        Causal LMs share work: instructions whose prompts keep the same input tokens (all of
+        them, unless an instruction is longer than ``instruction_room``) form one group, and
+        each batch of texts runs its input part once; every instruction then only costs its
+        short suffix on top of the cached keys/values. Masked LMs attend both ways, so the
+        input's states depend on the instruction and each instruction is its own pass.
+        """
+        groups: dict[int, list[str]] = {}
+        for item in instructions:
+            key = self.prompts.input_budget(item) if self.kind == "causal" else len(groups)
+            groups.setdefault(key, []).append(item)
+        input_ids = self.prompts.input_ids(texts)
+        out = {item: _Encoded(np.empty((len(texts), self.dim), dtype=np.float32), [""] * len(texts) if answers else None)
+               for item in instructions}
+        show = len(texts) * len(instructions) >= _PROGRESS_MIN_TEXTS if progress is None else progress
+        with tqdm(total=len(texts) * len(instructions), desc="encoding", unit="text", disable=not show) as bar:
+            for budget, members in groups.items():
+                if self.kind == "causal":
+                    prefixes = [self.prompts.prefix(ids, budget) for ids in input_ids]
+                else:
+                    prefixes = [self.prompts.prefix(ids, self.prompts.input_budget(members[0])) for ids in input_ids]
+                suffixes = [self.prompts.suffix(item) for item in members]
+                widest = max(len(s) for s in suffixes)
+                lengths = [len(p) + widest for p in prefixes]
+                for batch in plan_batches(lengths, batch_size, self.max_batch_tokens):
+                    batch_prefixes = [prefixes[i] for i in batch]
+                    if self.kind == "causal":
+                        pooled = self._forward_shared(batch_prefixes, suffixes, answers)
+                    else:
+                        pooled = [self._forward([Prompt(p, suffixes[0]) for p in batch_prefixes], answers)]
+                    for item, (vectors, batch_answers) in zip(members, pooled):
+                        out[item].vectors[batch] = vectors
+                        for i, answer in zip(batch, batch_answers or []):
+                            out[item].answers[i] = answer  # type: ignore[index]
+                        bar.update(len(batch))
+        return out
 
     def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad to one tensor; real tokens keep the positions of an unpadded pass."""
@@ -329,7 +361,7 @@ class InBedder:
 
     @torch.inference_mode()
     def _forward(self, prompts: Sequence[Prompt], answers: bool) -> tuple[np.ndarray, list[str] | None]:
-        """One forward pass over a batch: pooled vectors (float32) and, when asked, answers."""
+        """One forward pass over whole prompts: pooled vectors (float32) and, when asked, answers."""
         ids, mask = self._pad([p.ids for p in prompts])
         lengths = mask.sum(dim=1)
         rows = torch.arange(len(prompts), device=self.device)
@@ -348,6 +380,33 @@ class InBedder:
         last = out.last_hidden_state[rows, lengths - 1]
         texts = self._continue(last, out.past_key_values, mask, lengths) if answers else None
         return last.float().cpu().numpy(), texts
+
+    @torch.inference_mode()
+    def _forward_shared(
+        self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int]], answers: bool
+    ) -> list[tuple[np.ndarray, list[str] | None]]:
+        """Causal LMs: run the prefixes once, then each suffix on top of their cached keys/values."""
+        if len(suffixes) == 1:
+            return [self._forward([Prompt(list(p), list(suffixes[0])) for p in prefixes], answers)]
+        ids, mask = self._pad(prefixes)
+        prefix_lengths = mask.sum(dim=1)
+        cache = self._backbone(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
+        width = ids.shape[1]
+        rows = torch.arange(len(prefixes), device=self.device)
+        results = []
+        for suffix in suffixes:
+            tail = torch.tensor(suffix, dtype=torch.long, device=self.device).expand(len(prefixes), -1)
+            full_mask = torch.cat([mask, torch.ones_like(tail)], dim=1)
+            positions = prefix_lengths[:, None] + torch.arange(len(suffix), device=self.device)[None, :]
+            out = self._backbone(input_ids=tail, attention_mask=full_mask, position_ids=positions,
+                                 past_key_values=cache, use_cache=True)
+            last = out.last_hidden_state[rows, -1]
+            lengths = prefix_lengths + len(suffix)
+            # the continuation sits after the suffix's columns, at each row's own next position
+            texts = self._continue(last, out.past_key_values, full_mask, lengths) if answers else None
+            cache.crop(width - cache.get_seq_length())  # negative: drop the suffix (and answer) tokens again
+            results.append((last.float().cpu().numpy(), texts))
+        return results
 
     def _continue(self, last: torch.Tensor, cache: Any, mask: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Greedy answer of up to ``_ANSWER_TOKENS`` tokens, continuing each right-padded row in place."""

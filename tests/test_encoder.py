@@ -209,3 +209,20 @@ def test_default_model_loads_offline_and_follows_instructions(default_encoder):
         np.fill_diagonal(scores, -np.inf)
         neighbours[instruction] = scores.argsort(axis=1)[:, ::-1].tolist()
     assert neighbours["How does the customer feel?"] != neighbours["What product is this about?"]
+
+
+def test_shared_prefix_equals_one_instruction_at_a_time(tiny, tiny_encoder):
+    """Several instructions at once (shared input cache for causal LMs) = each alone, answers included."""
+    instructions = [INSTRUCTION, "How does the customer feel?", "Where?", "Which product is it about, if any?"]
+    together = tiny_encoder.encode(TEXTS, instructions, return_answers=True, batch_size=2)
+    for instruction in instructions:
+        alone_vectors, alone_answers = tiny_encoder.encode(TEXTS, instruction, return_answers=True)
+        vectors, answers = together[instruction]
+        cosines = (vectors * alone_vectors).sum(axis=1)
+        assert cosines.min() >= 0.9999, (instruction, cosines)
+        assert answers == alone_answers
+    long_instruction = "what is this about?"
+    while len(tiny_encoder.prompts.suffix(long_instruction)) <= tiny_encoder.prompts.instruction_room:
+        long_instruction = "Tell me, " + long_instruction  # until it is longer than the room kept for instructions
+    mixed = tiny_encoder.encode(TEXTS, [INSTRUCTION, long_instruction])
+    np.testing.assert_allclose(mixed[long_instruction], tiny_encoder.encode(TEXTS, long_instruction), atol=1e-4)
