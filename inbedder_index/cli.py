@@ -1,0 +1,232 @@
+"""``inbedder-index``: build, search and inspect instruction indexes from the shell.
+
+Each subcommand is a few lines over the library. Errors print one line to stderr and exit
+with status 2 (bad input) or 1 (anything else the library refused); nothing already stored is
+touched, because files are read and checked before the index is opened for writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import InBedderError
+from .readers import FORMATS, InputFileError, read_documents
+
+logger = logging.getLogger("inbedder_index.cli")
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _short(text: str, width: int = 70) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _emit(args: argparse.Namespace, payload: Any, human: str) -> None:
+    print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else human)
+
+
+def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+    from .index import InstructionIndex
+
+    if read_only and not (Path(args.index) / "corpus.sqlite").exists():
+        raise InputFileError(f"no index at {args.index}; create one with: inbedder-index build {args.index} ...")
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "max_length", None):
+        kwargs["max_length"] = args.max_length
+    return InstructionIndex.open(
+        args.index,
+        model=getattr(args, "model", None),
+        backend=getattr(args, "backend", None),
+        qdrant_url=getattr(args, "qdrant_url", None),
+        qdrant_api_key=getattr(args, "qdrant_api_key", None),
+        hnsw=getattr(args, "hnsw", False),
+        read_only=read_only and getattr(args, "backend", None) != "qdrant",
+        **kwargs,
+    )
+
+
+def _documents(args: argparse.Namespace) -> list[Any]:
+    fields = [f.strip() for f in args.metadata_fields.split(",") if f.strip()] if args.metadata_fields else None
+    return read_documents(args.input, format=args.format, text_field=args.text_field, id_field=args.id_field,
+                          metadata_fields=fields)
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    documents = _documents(args)
+    with _open(args) as index:
+        encoded = len(index.upsert(documents))
+        index.add_instructions(args.instruction, answers=not args.no_answers)
+        stats = index.stats()
+    _emit(args, stats, f"{len(documents)} documents ({encoded} new or changed) indexed under "
+                       f"{len(args.instruction)} instruction(s) in {args.index}")
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    documents = _documents(args)
+    with _open(args) as index:
+        added = index.upsert(documents) if args.upsert else index.add(documents)
+        stats = index.stats()
+    _emit(args, {"encoded": added, **stats}, f"{len(documents)} documents stored, {len(added)} encoded")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    filters = {}
+    for item in args.filter or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputFileError(f"--filter {item!r} is not FIELD=VALUE")
+        filters[key] = json.loads(value) if _is_json(value) else value  # 3, true, ["a","b"] or plain text
+    with _open(args, read_only=True) as index:
+        hits = index.search(args.query, args.instruction, k=args.k, filter=filters or None)
+    rows = [(h.id, f"{h.score:.4f}", h.answer or "", _short(h.text)) for h in hits]
+    _emit(args, [h.__dict__ for h in hits], _table(rows, ["id", "score", "answer", "text"]) if hits else "no hits")
+
+
+def _is_json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    with _open(args, read_only=True) as index:
+        stats = index.stats()
+    rows = [(c["instruction"], c["count"], c["dim"], c["updated"]) for c in stats["collections"]]
+    _emit(args, stats["collections"], _table(rows, ["instruction", "vectors", "dim", "updated"])
+          if rows else "no instructions yet")
+
+
+def cmd_drop(args: argparse.Namespace) -> None:
+    with _open(args) as index:
+        index.drop_instruction(args.instruction)
+    _emit(args, {"dropped": args.instruction}, f"dropped {args.instruction!r}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    with _open(args, read_only=True) as index:
+        stats = index.stats()
+    model = stats["model"] or {}
+    human = "\n".join([
+        f"index       {stats['path']}",
+        f"documents   {stats['documents']}",
+        f"backend     {stats['backend']}{' at ' + stats['qdrant_url'] if stats['qdrant_url'] else ''}"
+        f"{' (HNSW)' if stats['hnsw'] else ''}",
+        f"model       {model.get('id', '-')} (fingerprint {model.get('fingerprint', '-')}, dim {model.get('dim', '-')})",
+        f"collections {len(stats['collections'])}",
+    ])
+    _emit(args, stats, human)
+
+
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from .cluster import cluster_index, plot_clusters
+
+    with _open(args, read_only=True) as index:
+        report, vectors, labels = cluster_index(index, args.instruction, args.k, seed=args.seed)
+    if args.plot:
+        plot_clusters(vectors, labels, report, args.plot)
+    rows = [(c.label, c.size, ", ".join(f"{a} ({n})" for a, n in c.top_answers), ", ".join(c.top_words))
+            for c in report.clusters]
+    _emit(args, report.to_dict(), _table(rows, ["cluster", "size", "top answers", "top words"]))
+
+
+def _index_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
+    parser.add_argument("index", help="the index folder")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--backend", choices=["faiss", "qdrant"], help="vector backend (default: faiss, or the index's)")
+    parser.add_argument("--qdrant-url", help="a Qdrant server, e.g. http://localhost:6333 (default: embedded)")
+    parser.add_argument("--qdrant-api-key", help="API key for the Qdrant server")
+    if model:
+        parser.add_argument("--model", help="model name, hub id or folder (default: the index's model)")
+        parser.add_argument("--max-length", type=int, help="token limit of a prompt (default 512)")
+
+
+def _input_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="documents: JSONL, CSV or plain text (one per line)")
+    parser.add_argument("--format", choices=FORMATS, help="input format (default: from the file extension)")
+    parser.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    parser.add_argument("--id-field", default="id", help="field holding the id (default: id; else the line number)")
+    parser.add_argument("--metadata-fields", help="comma-separated fields to keep as metadata (default: all others)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inbedder-index", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="store documents and index them under one or more instructions")
+    _index_arguments(build)
+    _input_arguments(build)
+    build.add_argument("--instruction", action="append", required=True, help="an instruction (repeatable)")
+    build.add_argument("--hnsw", action="store_true", help="approximate HNSW collections (large corpora)")
+    build.add_argument("--no-answers", action="store_true", help="do not store the model's short answers")
+    build.set_defaults(run=cmd_build)
+
+    add = commands.add_parser("add", help="add documents; every instruction's collection is updated")
+    _index_arguments(add)
+    _input_arguments(add)
+    add.add_argument("--upsert", action="store_true", help="replace documents whose id exists")
+    add.set_defaults(run=cmd_add)
+
+    search = commands.add_parser("search", help="search under an instruction")
+    _index_arguments(search)
+    search.add_argument("query")
+    search.add_argument("--instruction", required=True)
+    search.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    search.add_argument("--filter", action="append", metavar="FIELD=VALUE", help="metadata filter (repeatable)")
+    search.set_defaults(run=cmd_search)
+
+    listing = commands.add_parser("list", help="list the instructions of an index")
+    _index_arguments(listing, model=False)
+    listing.set_defaults(run=cmd_list)
+
+    drop = commands.add_parser("drop", help="drop one instruction's collection")
+    _index_arguments(drop, model=False)
+    drop.add_argument("--instruction", required=True)
+    drop.set_defaults(run=cmd_drop)
+
+    info = commands.add_parser("info", help="show what an index holds")
+    _index_arguments(info, model=False)
+    info.set_defaults(run=cmd_info)
+
+    cluster = commands.add_parser("cluster", help="k-means under one instruction, clusters summarised")
+    _index_arguments(cluster, model=False)
+    cluster.add_argument("--instruction", required=True)
+    cluster.add_argument("-k", type=int, default=4, help="number of clusters (default 4)")
+    cluster.add_argument("--seed", type=int, default=0)
+    cluster.add_argument("--plot", help="also save a PNG scatter plot here")
+    cluster.set_defaults(run=cmd_cluster)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (InputFileError, ValueError, TypeError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"inbedder-index {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (InBedderError, OSError) as error:
+        print(f"inbedder-index {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The ``inbedder-index`` command end to end, on a real (tiny) model folder and real collections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inbedder_index.cli import main
+from tiny_models import make_model
+
+FEEL = "How does the customer feel?"
+WANT = "What does the customer want?"
+ROWS = [
+    {"id": "m1", "text": "I am furious, the parcel never arrived. Refund me.", "shop": "north"},
+    {"id": "m2", "text": "Thank you, the kettle works perfectly now!", "shop": "south"},
+    {"id": "m3", "text": "Please change my delivery address to Elm Street.", "shop": "north"},
+    {"id": "m4", "text": "I'm worried, my card was charged twice.", "shop": "south"},
+    {"id": "m5", "text": "The app keeps crashing, so frustrating. How do I fix it?", "shop": "north"},
+    {"id": "m6", "text": "Lovely flowers, they arrived early. Can I order them again?", "shop": "south"},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
+    model, tokenizer = make_model("llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(params=["faiss", "qdrant"])
+def built(request, tmp_path, model_dir, capsys):
+    index = str(tmp_path / "idx")
+    source = write_jsonl(tmp_path / "docs.jsonl", ROWS)
+    code, out, err = run(capsys, "build", index, "--input", str(source), "--instruction", FEEL,
+                         "--instruction", WANT, "--model", model_dir, "--backend", request.param)
+    assert code == 0, err
+    assert "6 documents" in out
+    return index, request.param
+
+
+def search_ids(capsys, index: str, query: str, instruction: str, *extra: str) -> list[str]:
+    code, out, err = run(capsys, "search", index, query, "--instruction", instruction, "--json", *extra)
+    assert code == 0, err
+    return [hit["id"] for hit in json.loads(out)]
+
+
+def test_build_search_list_info_drop(built, capsys):
+    index, backend = built
+    hits = search_ids(capsys, index, ROWS[1]["text"], FEEL)
+    assert hits[0] == "m2" and sorted(hits) == sorted(r["id"] for r in ROWS)
+    assert set(search_ids(capsys, index, "x", FEEL, "--filter", "shop=north")) == {"m1", "m3", "m5"}
+    code, out, _ = run(capsys, "search", index, "refund", "--instruction", WANT, "-k", "2")
+    assert code == 0 and out.splitlines()[0].split() == ["id", "score", "answer", "text"] and len(out.splitlines()) == 4
+    code, out, _ = run(capsys, "list", index, "--json")
+    assert [c["instruction"] for c in json.loads(out)] == [FEEL, WANT]
+    assert all(c["count"] == len(ROWS) for c in json.loads(out))
+    code, out, _ = run(capsys, "info", index)
+    assert code == 0 and "documents   6" in out and backend in out
+    code, out, _ = run(capsys, "drop", index, "--instruction", FEEL)
+    assert code == 0
+    code, out, _ = run(capsys, "list", index, "--json")
+    assert [c["instruction"] for c in json.loads(out)] == [WANT]
+
+
+def test_add_and_cluster(built, tmp_path, capsys):
+    index, _ = built
+    extra = write_jsonl(tmp_path / "more.jsonl", [{"id": "m7", "text": "Where is my sofa? Three weeks late!", "shop": "east"}])
+    code, out, err = run(capsys, "add", index, "--input", str(extra), "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoded"] == ["m7"]
+    assert "m7" in search_ids(capsys, index, "sofa", WANT, "-k", "7")
+    plot = tmp_path / "clusters.png"
+    code, out, err = run(capsys, "cluster", index, "--instruction", FEEL, "-k", "2", "--json", "--plot", str(plot))
+    assert code == 0, err
+    report = json.loads(out)
+    assert sum(c["size"] for c in report["clusters"]) == 7 and len(report["clusters"]) == 2
+    assert all(c["top_words"] for c in report["clusters"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_and_plain_text_inputs(tmp_path, model_dir, capsys):
+    csv_file = tmp_path / "docs.csv"
+    csv_file.write_text("doc,body,lang\nx1,Hello there,en\nx2,Bonjour,fr\n")
+    code, _, err = run(capsys, "build", str(tmp_path / "a"), "--input", str(csv_file), "--text-field", "body",
+                       "--id-field", "doc", "--metadata-fields", "lang", "--instruction", FEEL, "--model", model_dir)
+    assert code == 0, err
+    assert set(search_ids(capsys, str(tmp_path / "a"), "hi", FEEL, "--filter", "lang=fr")) == {"x2"}
+    text_file = tmp_path / "docs.txt"
+    text_file.write_text("first line\n\nsecond line\n")
+    code, _, err = run(capsys, "build", str(tmp_path / "b"), "--input", str(text_file), "--instruction", FEEL,
+                       "--model", model_dir)
+    assert code == 0, err
+    assert sorted(search_ids(capsys, str(tmp_path / "b"), "line", FEEL)) == ["1", "3"]  # ids are line numbers
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        ('{"id": "z1", "text": "ok"}\n{"id": "z2", "text": broken}\n', "line 2 is not valid JSON"),
+        ('{"id": "z1", "body": "no text field"}\n', "line 1 has no 'text' field"),
+        ('{"id": "z1", "text": "a"}\n{"id": "z1", "text": "b"}\n', "duplicate id 'z1'"),
+        ('{"id": "m1", "text": "already stored"}\n', "m1"),
+    ],
+    ids=["missing-file", "malformed-json", "missing-text-field", "duplicate-ids", "existing-id"],
+)
+def test_bad_input_exits_non_zero_and_touches_nothing(built, tmp_path, capsys, content, message):
+    index, _ = built
+    before = search_ids(capsys, index, "refund", WANT)
+    source = tmp_path / "bad.jsonl"
+    if content is not None:
+        source.write_text(content)
+    code, out, err = run(capsys, "add", index, "--input", str(source))
+    assert code == 2 and message in err and err.startswith("inbedder-index add: error:")
+    assert search_ids(capsys, index, "refund", WANT) == before
+    code, out, _ = run(capsys, "info", index, "--json")
+    assert json.loads(out)["documents"] == len(ROWS)
+
+
+def test_unknown_instruction_lists_known_ones(built, capsys):
+    index, _ = built
+    code, _, err = run(capsys, "search", index, "refund", "--instruction", "Where is the shop?")
+    assert code == 2 and FEEL in err and WANT in err
+
+
+def test_unreachable_qdrant_server(tmp_path, model_dir, capsys):
+    source = write_jsonl(tmp_path / "docs.jsonl", ROWS)
+    code, _, err = run(capsys, "build", str(tmp_path / "remote"), "--input", str(source), "--instruction", FEEL,
+                       "--model", model_dir, "--backend", "qdrant", "--qdrant-url", "http://127.0.0.1:9")
+    assert code == 1 and "cannot reach Qdrant at http://127.0.0.1:9" in err
+
+
+def test_missing_index(tmp_path, capsys):
+    code, _, err = run(capsys, "info", str(tmp_path / "nowhere"))
+    assert code == 2 and "no index at" in err
