@@ -343,7 +343,20 @@ class InstructionIndex:
         return existed
 
     def get(self, ids: Sequence[str]) -> list[Document]:
+        """The stored documents among ``ids``, in the given order."""
         return self._corpus.get(ids)
+
+    def ids(self, filter: Mapping[str, Any] | None = None) -> list[str]:
+        """Every document id (insertion order), or those whose metadata match ``filter``."""
+        if not filter:
+            return self._corpus.ids()
+        validate_filter(filter)
+        matching = self._corpus.ids_matching(filter)
+        return [doc_id for doc_id in self._corpus.ids() if doc_id in matching]
+
+    def get_vectors(self, ids: Sequence[str], instruction: str) -> dict[str, np.ndarray]:
+        """Stored vectors of ``ids`` under ``instruction`` (ids without one are left out)."""
+        return self._backend(instruction).get_vectors(list(ids))
 
     def _refresh_payloads(self, documents: Sequence[Document]) -> None:
         if not documents:
@@ -397,6 +410,14 @@ class InstructionIndex:
                 }
         self._save_manifest()
         return self._sync(wanted, None, answers=answers, show_progress_bar=show_progress_bar, batch_size=batch_size)
+
+    def ensure_instruction(self, instruction: str, *, answers: bool = True) -> str:
+        """Build ``instruction``'s collection if it is new (a read-only index only checks it exists)."""
+        if instruction not in self._manifest["collections"]:
+            if self.read_only:
+                self._entry(instruction)  # raises UnknownInstructionError listing the known ones
+            self.add_instruction(instruction, answers=answers)
+        return instruction
 
     def drop_instruction(self, instruction: str) -> None:
         """Delete an instruction's collection (the corpus and other collections stay)."""
