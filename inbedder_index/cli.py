@@ -144,6 +144,34 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     _emit(args, report.to_dict(), _table(rows, ["cluster", "size", "top answers", "top words"]))
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from . import evaluation
+    from .encoder import InBedder
+
+    tasks = {Path(t).stem if Path(t).exists() else t: evaluation.load_task(t) for t in args.task} if args.task else None
+    reports = {}
+    for model in args.model or [None]:
+        embedder = InBedder(model) if model else InBedder()
+        reports[embedder.model_id] = evaluation.evaluate(embedder, tasks)
+    if args.minilm:
+        reports["all-MiniLM-L6-v2 (no instruction)"] = evaluation.evaluate(evaluation.minilm_baseline(), tasks)
+    if args.plot:
+        evaluation.plot_report(reports, args.plot)
+    _emit(args, {name: report.scores() for name, report in reports.items()}, evaluation.format_report(reports))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        base_model=args.base, data=args.data, output_dir=args.output, method=args.method, lora_rank=args.lora_rank,
+        learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
+        seed=args.seed, contrastive_weight=args.contrastive_weight, max_seconds=args.max_seconds,
+    )
+    folder = train(config)
+    _emit(args, {"output": str(folder)}, f"saved to {folder}; load it with InBedder({str(folder)!r})")
+
+
 def _index_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
     parser.add_argument("index", help="the index folder")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -210,6 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--seed", type=int, default=0)
     cluster.add_argument("--plot", help="also save a PNG scatter plot here")
     cluster.set_defaults(run=cmd_cluster)
+
+    evaluate = commands.add_parser("eval", help="score models on instruction-following tasks")
+    evaluate.add_argument("--model", action="append", help="model to score (repeatable; default: the default model)")
+    evaluate.add_argument("--minilm", action="store_true", help="also score all-MiniLM-L6-v2, which ignores instructions")
+    evaluate.add_argument("--task", action="append", help="a local JSONL/CSV task or a hub dataset id (default: bundled sets)")
+    evaluate.add_argument("--plot", help="save a grouped bar chart PNG here")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.set_defaults(run=cmd_eval)
+
+    training = commands.add_parser("train", help="fine-tune a causal or masked LM into an InBedder on QA records")
+    training.add_argument("--data", action="append", required=True, help="QA JSONL (key/value/value_prefix), repeatable")
+    training.add_argument("--base", default="smollm2-135m", help="base model name, hub id or folder")
+    training.add_argument("--output", required=True, help="folder for the adapter or model")
+    training.add_argument("--method", choices=["lora", "full"], default="lora")
+    training.add_argument("--lora-rank", type=int, default=16)
+    training.add_argument("--lr", type=float, default=3e-4)
+    training.add_argument("--epochs", type=float, default=1.0)
+    training.add_argument("--batch-size", type=int, default=8)
+    training.add_argument("--max-length", type=int, default=256)
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--contrastive-weight", type=float, default=0.0,
+                          help="weight of the answer-agreement contrastive objective (0: plain InBedder)")
+    training.add_argument("--max-seconds", type=float, help="stop (and save) after this long")
+    training.add_argument("--json", action="store_true", help="print JSON")
+    training.set_defaults(run=cmd_train)
     return parser
 
 

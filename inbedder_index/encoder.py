@@ -33,6 +33,8 @@ from .prompt import PROMPT_VERSION, Prompt, PromptBuilder
 logger = logging.getLogger(__name__)
 
 _ANSWER_TOKENS = 3  # the paper's answers are 1-3 words; a causal answer is a greedy 3-token continuation
+_CPU_BATCH_TOKENS = 4096  # padded tokens per batch (measured: +28% padding at 16k vs +15% at 4k on mixed lengths)
+_GPU_BATCH_TOKENS = 32768
 _PROGRESS_MIN_TEXTS = 256  # show_progress_bar=None shows a bar from this many texts to encode
 
 
@@ -120,7 +122,7 @@ class InBedder:
         trust_remote_code: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None = None,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
         instruction_room: int = 64,
     ) -> None:
         torch_device = _pick_device(device)
@@ -144,7 +146,7 @@ class InBedder:
         n_mask: int = 3,
         batch_size: int = 32,
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None = None,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
         instruction_room: int = 64,
     ) -> InBedder:
         """Wrap a model already in memory (a fine-tuned one, or a test model built from a config)."""
@@ -164,7 +166,7 @@ class InBedder:
         n_mask: int,
         batch_size: int,
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None,
-        max_batch_tokens: int,
+        max_batch_tokens: int | None,
         instruction_room: int,
     ) -> None:
         if batch_size < 1:
@@ -177,6 +179,8 @@ class InBedder:
         self.kind: Kind = loaded.kind
         self.device = device
         self.batch_size = batch_size
+        if max_batch_tokens is None:  # CPUs gain nothing from wide batches, only padding; GPUs want them full
+            max_batch_tokens = _CPU_BATCH_TOKENS if device.type == "cpu" else _GPU_BATCH_TOKENS
         self.max_batch_tokens = max(max_batch_tokens, max_length)
         self.max_length = max_length
         self.n_mask = n_mask if loaded.kind == "masked" else 0

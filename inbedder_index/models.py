@@ -57,6 +57,13 @@ _BUILTIN: dict[str, ModelSpec] = {
             "Apache-2.0",
         ),
         ModelSpec(
+            "inbedder-smollm2-135m",
+            "builtin:adapter",
+            "SmolLM2-135M-Instruct fine-tuned into an InBedder (a LoRA adapter shipped in this package); "
+            "works offline",
+            "adapter MIT, base Apache-2.0; trained partly on C3 (research use): see its MODEL_CARD.md",
+        ),
+        ModelSpec(
             "roberta-large-inbedder",
             "BrandonZYW/roberta-large-InBedder",
             "The paper's masked-LM InBedder (355M); needs the hub or a local copy",
@@ -172,12 +179,19 @@ def smollm2_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return target
 
 
+def shipped_model_folder(name: str) -> Path:
+    """A model (adapter) folder that ships inside this package."""
+    return Path(__file__).parent / "data" / "models" / name
+
+
 def _resolve(model: str, revision: str | None, cache_dir: str | os.PathLike[str] | None) -> tuple[str, str | None]:
     """A built-in name, folder or hub id -> something ``from_pretrained`` accepts, and its revision."""
     spec = _BUILTIN.get(model)
     if spec is not None:
         if spec.source == "builtin:smollm2":
             return str(smollm2_folder(cache_dir)), None
+        if spec.source == "builtin:adapter":
+            return str(shipped_model_folder(spec.name)), None
         return spec.source, revision or spec.revision
     if Path(model).expanduser().is_dir():
         return str(Path(model).expanduser()), revision

@@ -148,3 +148,37 @@ def test_unreachable_qdrant_server(tmp_path, model_dir, capsys):
 def test_missing_index(tmp_path, capsys):
     code, _, err = run(capsys, "info", str(tmp_path / "nowhere"))
     assert code == 2 and "no index at" in err
+
+
+def test_train_then_eval(tmp_path, model_dir, capsys):
+    """`train` writes an adapter that `eval` loads by folder and scores on a local triplet task."""
+    qa = write_jsonl(tmp_path / "qa.jsonl", [
+        {"key": r["text"], "value": FEEL, "value_prefix": answer}
+        for r, answer in zip(ROWS, ["Angry", "Grateful", "Neutral", "Worried", "Frustrated", "Happy"])
+    ])
+    out_dir = tmp_path / "adapter"
+    code, out, err = run(capsys, "train", "--data", str(qa), "--base", model_dir, "--output", str(out_dir),
+                         "--epochs", "1", "--batch-size", "2", "--max-length", "96", "--json")
+    assert code == 0, err
+    assert json.loads(out)["output"] == str(out_dir) and (out_dir / "adapter_config.json").exists()
+    assert json.loads((out_dir / "TRAINING.json").read_text())  # provenance travels with the model
+    task = write_jsonl(tmp_path / "triplets.jsonl", [
+        {"anchor": ROWS[0]["text"], "positive": ROWS[4]["text"], "negative": ROWS[1]["text"],
+         "instruction": FEEL, "aspect": "feeling"},
+        {"anchor": ROWS[2]["text"], "positive": ROWS[5]["text"], "negative": ROWS[3]["text"],
+         "instruction": WANT, "aspect": "want"},
+    ])
+    code, out, err = run(capsys, "eval", "--model", str(out_dir), "--model", model_dir, "--task", str(task), "--json")
+    assert code == 0, err
+    scores = json.loads(out)
+    assert set(scores) == {str(out_dir), model_dir}
+    for per_model in scores.values():
+        values = [v for metrics in per_model.values() for v in metrics.values()]
+        assert values and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_train_rejects_bad_data(tmp_path, model_dir, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "passage", "value": "question?"}\n')
+    code, _, err = run(capsys, "train", "--data", str(bad), "--base", model_dir, "--output", str(tmp_path / "o"))
+    assert code == 2 and "line 1" in err
