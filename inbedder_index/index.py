@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 _MANIFEST_KEY = "manifest"
 _MANIFEST_VERSION = 1
 _BACKENDS = ("faiss", "qdrant")
-_CHECKPOINT_SECONDS = 30.0  # how often a long build makes its vectors durable
+_CHECKPOINT_SECONDS = 30.0  # how often a long build makes its vectors durable ...
+_CHECKPOINT_DOCS = 8192  # ... or after this many vectors, which bounds what waits in memory
 
 
 @dataclass(frozen=True)
@@ -445,34 +446,42 @@ class InstructionIndex:
         names = {instruction: self._entry(instruction)["name"] for instruction in instructions}
         if ids is None:
             self._drop_orphans(instructions)
-        todo = {instruction: set(self._corpus.stale_ids(names[instruction], ids)) for instruction in instructions}
-        union = set().union(*todo.values())
-        if not union:
+        total = len(self._corpus) if ids is None else len(ids)
+        if total == 0:
             return 0
         encoder = self.encoder
-        show = len(union) >= 256 if show_progress_bar is None else show_progress_bar
+        show = total >= 256 if show_progress_bar is None else show_progress_bar
         last_checkpoint = time.monotonic()
         pending: dict[str, dict[str, str]] = {instruction: {} for instruction in instructions}
-        with tqdm(total=len(union), desc="indexing", unit="doc", disable=not show) as bar:
-            for batch in self._corpus.iter_batches(batch_size, ids=union):
-                texts = [d.text for d in batch]
-                needing = [i for i in instructions if any(d.id in todo[i] for d in batch)]
-                results = encoder.encode(texts, needing, return_answers=answers)
+        encoded = 0
+        # Streamed: staleness is checked batch by batch, so memory holds one batch and what awaits
+        # the next checkpoint, never the whole corpus.
+        with tqdm(total=total, desc="indexing", unit="doc", disable=not show) as bar:
+            for batch in self._corpus.iter_batches(batch_size, ids=ids):
+                batch_ids = [d.id for d in batch]
+                stale = {i: set(self._corpus.stale_ids(names[i], batch_ids)) for i in instructions}
+                needing = [i for i in instructions if stale[i]]
+                todo = [d for d in batch if any(d.id in stale[i] for i in needing)]
+                if todo:
+                    results = encoder.encode([d.text for d in todo], needing, return_answers=answers,
+                                             show_progress_bar=False)
+                    encoded += len(todo)
                 for instruction in needing:
                     vectors, batch_answers = results[instruction] if answers else (results[instruction], None)
-                    rows = [row for row, d in enumerate(batch) if d.id in todo[instruction]]
-                    chosen = [batch[row] for row in rows]
+                    rows = [row for row, d in enumerate(todo) if d.id in stale[instruction]]
+                    chosen = [todo[row] for row in rows]
                     self._backend(instruction).upsert([d.id for d in chosen], vectors[rows],
                                                       [d.metadata for d in chosen])
                     pending[instruction].update({d.id: d.text_hash for d in chosen})
                     if batch_answers is not None:
                         self._corpus.set_answers(names[instruction], {d.id: batch_answers[r] for r, d in zip(rows, chosen)})
                 bar.update(len(batch))
-                if time.monotonic() - last_checkpoint > _CHECKPOINT_SECONDS:
+                waiting = sum(len(done) for done in pending.values())
+                if waiting >= _CHECKPOINT_DOCS or time.monotonic() - last_checkpoint > _CHECKPOINT_SECONDS:
                     self._checkpoint(pending, names)
                     last_checkpoint = time.monotonic()
         self._checkpoint(pending, names)
-        return len(union)
+        return encoded
 
     def _drop_orphans(self, instructions: Sequence[str]) -> None:
         """Remove vectors of documents deleted from the corpus by a write that was cut short."""

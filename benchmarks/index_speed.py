@@ -1,0 +1,577 @@
+"""Build time, query latency (p50/p99), recall@10 and peak memory of the vector backends.
+
+What is measured is what a user gets: every configuration goes through the library's own
+backends (``inbedder_index.backends.open_backend``), with string ids, input validation and the
+id mapping included in every timing.
+
+- ``faiss-flat``: FAISS exact search (``IndexIDMap2(IndexFlatIP)``, the library's default).
+- ``faiss-hnsw``: FAISS HNSW (``IndexIDMap2(IndexHNSWFlat)``, M=32, efConstruction=200), built once,
+  then reopened from its file once per ``efSearch`` of the sweep (64/128/256): ``ef_search`` is a
+  query-time setting taken on every open, so reopening is how a user changes it.
+- ``qdrant-local``: Qdrant's embedded mode (``make_qdrant_client(path=...)``, no server). That mode
+  is pure Python: it ignores HNSW settings and scores every stored vector with NumPy on each
+  query (exact search), and qdrant-client itself warns that it is not meant for collections over
+  20,000 points. A Qdrant *server* (``qdrant_url=...``) builds a real HNSW graph; it is not
+  measured here (nothing to reach offline).
+
+Data: ``--n`` synthetic vectors of the default model's dimension (576, SmolLM2-135M; taken from a
+constant, the model is not loaded) drawn from a clustered, anisotropic Gaussian mixture and
+L2-normalised, so that nearest neighbours are structured as with real embeddings and recall is
+meaningful (uniform noise in 576 dimensions has almost no neighbourhood structure). Queries are
+held-out points of the same mixture. Ground truth is NumPy brute force (float32 inner products);
+recall@10 = |top-10 returned ∩ exact top-10| / 10, averaged over the queries.
+
+Timing: build = upserts in batches of ``--batch`` (1,024) + ``flush()`` (FAISS writes its file;
+Qdrant's embedded mode persists every upsert as it goes). Query latency: ``backend.search(vector,
+10)``, one query per call (the way a user searches), after 10 untimed warm-up queries; p50/p99
+over ``--queries`` (1,000) calls.
+
+Memory: each configuration runs in a fresh subprocess. Its baseline is the RSS after the imports
+(the library imports torch) and the queries are loaded; the peak is VmHWM, reset (``clear_refs``)
+at the start of each phase where the kernel allows, so "peak growth" is what the index build or
+the search phase itself added. The vectors are streamed to the build from a raw file one batch at
+a time, so the source data does not sit in the child's memory.
+
+Threads: by default FAISS (OpenMP) and NumPy (BLAS) use their own thread pools, as a user's process
+would. On a machine shared with other jobs, a one-query search that enters an OpenMP parallel region
+(FAISS's ``IndexIDMap`` translates labels in one) waits for a time slice for its second thread, which
+shows up as latencies in multiples of the scheduler tick (4 ms); ``--threads 1`` (set through
+``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` in each child) avoids that, at the cost of a
+single-threaded HNSW build. The script warns when the load average says the machine is busy.
+
+Qdrant's embedded mode stores every point with its own SQLite commit
+(``qdrant_client/local/persistence.py``, ``CollectionPersistence.persist``), so its build time is
+mostly fsync latency (compare ``build_s`` with ``build_cpu_s``): from ~1 ms to ~80 ms per point
+depending on the disk. ``--qdrant-n`` stores only the first N vectors in it (recall is then
+measured against the exact top-10 of those N).
+
+Run from the repository root::
+
+    python benchmarks/index_speed.py --quick            # n=5,000, 200 queries: checks that it works
+    python benchmarks/index_speed.py                    # n=100,000, 1,000 queries
+    python benchmarks/index_speed.py --skip-qdrant      # FAISS only
+    python benchmarks/index_speed.py --threads 1        # single-threaded (a busy machine)
+
+Results go to ``benchmarks/results/index_speed.json`` and ``index_speed.png``
+(``index_speed_quick.*`` for ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import (
+    RESULTS_DIR,
+    add_common_args,
+    machine_info,
+    save_results,
+    setup_logging,
+)
+
+logger = logging.getLogger("benchmarks.index_speed")
+
+# The default model's embedding dimension (hidden size), so that the benchmark does not load the
+# model to learn it. Checked against the converted model's config.json when that is on disk.
+DEFAULT_MODEL_DIMS = {"smollm2-135m": 576}
+
+K = 10
+WARMUP_QUERIES = 10
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident set size in MiB (VmRSS)."""
+    kib = _status_kib("VmRSS")
+    if kib is None:  # not Linux: the best available is the peak
+        return peak_rss_mb()
+    return kib / 1024
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size in MiB since start or since the last ``reset_peak()`` (VmHWM)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, never reset
+    return kib / 1024
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- data
+
+
+def default_dim() -> tuple[int, str]:
+    """The default model's dimension from the constant, cross-checked with a converted config if present."""
+    from inbedder_index.models import DEFAULT_MODEL, cache_root
+
+    dim = DEFAULT_MODEL_DIMS[DEFAULT_MODEL]
+    config = cache_root() / "smollm2-135m-instruct" / "config.json"
+    if DEFAULT_MODEL == "smollm2-135m" and config.exists():
+        hidden = json.loads(config.read_text()).get("hidden_size")
+        if hidden is not None and hidden != dim:
+            raise SystemExit(f"DEFAULT_MODEL_DIMS says {dim} but {config} says hidden_size={hidden}")
+    return dim, DEFAULT_MODEL
+
+
+def make_mixture(n: int, dim: int, clusters: int, seed: int, alpha: float = 0.5,
+                 mean_weight: float = 0.5, chunk: int = 16384) -> np.ndarray:
+    """``n`` L2-normalised float32 points of a clustered, anisotropic Gaussian mixture.
+
+    Shape of the distribution (meant to resemble sentence embeddings, not to be easy):
+    - a common mean direction (embeddings of one model share a dominant direction);
+    - ``clusters`` centres of random sizes (Dirichlet weights) and random spreads;
+    - centres and within-cluster noise drawn with a power-law spectrum (variance of component i
+      proportional to i^-alpha, in a random rotation): a moderate intrinsic dimension, as
+      real embeddings have, rather than isotropic noise in every one of the ``dim`` axes.
+    """
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    spectrum = np.arange(1, dim + 1, dtype=np.float64) ** -alpha
+    scale = np.sqrt(spectrum / spectrum.sum())  # a draw has expected squared norm 1
+
+    def anisotropic(m: int) -> np.ndarray:
+        return (rng.standard_normal((m, dim)) * scale) @ rotation.T
+
+    mean = rng.standard_normal(dim)
+    mean /= np.linalg.norm(mean)
+    centres = anisotropic(clusters)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    weights = rng.dirichlet(np.full(clusters, 2.0))
+    spreads = rng.uniform(0.5, 1.1, clusters)
+    labels = rng.choice(clusters, size=n, p=weights)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, chunk):
+        part = labels[start : start + chunk]
+        points = mean_weight * mean + centres[part] + spreads[part, None] * anisotropic(len(part))
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+        out[start : start + len(part)] = points
+    return out
+
+
+def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int, chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k by inner product: (ids, scores), best first."""
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    for start in range(0, len(queries), chunk):
+        block = queries[start : start + chunk] @ base.T
+        top = np.argpartition(-block, k, axis=1)[:, :k]
+        top_scores = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        ids[start : start + chunk] = np.take_along_axis(top, order, axis=1)
+        scores[start : start + chunk] = np.take_along_axis(top_scores, order, axis=1)
+    return ids, scores
+
+
+def data_stats(base: np.ndarray, gt_scores: np.ndarray, seed: int) -> dict[str, float]:
+    """How clustered the data is: cosine of random pairs vs. of a query's 1st and 10th neighbour.
+
+    ``gt_scores`` holds each query's exact top k+1 scores; the gap between the 10th and 11th is
+    how close a call recall@10 has to make (a tiny gap: many near-ties, a hard benchmark).
+    """
+    rng = np.random.default_rng(seed + 1)
+    a = base[rng.integers(0, len(base), 4000)]
+    b = base[rng.integers(0, len(base), 4000)]
+    random_cos = (a * b).sum(axis=1)
+    return {
+        "random_pair_cosine_mean": float(random_cos.mean()),
+        "random_pair_cosine_p99": float(np.percentile(random_cos, 99)),
+        "query_nn1_cosine_mean": float(gt_scores[:, 0].mean()),
+        "query_nn10_cosine_mean": float(gt_scores[:, K - 1].mean()),
+        "query_nn10_minus_nn11_gap_mean": float((gt_scores[:, K - 1] - gt_scores[:, K]).mean()),
+    }
+
+
+# --------------------------------------------------------------------------- child: one configuration
+
+
+def _iter_batches(path: Path, n: int, dim: int, batch: int):
+    """The base vectors, ``batch`` rows at a time, read from the raw file (never all in memory)."""
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        block = np.fromfile(path, dtype=np.float32, count=count * dim, offset=start * dim * 4)
+        yield [str(i) for i in range(start, start + count)], block.reshape(count, dim)
+
+
+def _query_phase(backend: Any, queries: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
+    for vector in queries[:WARMUP_QUERIES]:
+        backend.search(vector, K)
+    latencies = np.empty(len(queries))
+    hits = 0
+    for row, vector in enumerate(queries):
+        start = time.perf_counter()
+        found = backend.search(vector, K)
+        latencies[row] = time.perf_counter() - start
+        hits += len({int(doc_id) for doc_id, _ in found} & set(gt[row].tolist()))
+    ms = latencies * 1000
+    return {
+        "queries": len(queries),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "max_ms": float(ms.max()),
+        "qps_single_stream": float(len(queries) / latencies.sum()),
+        "recall_at_10": hits / (K * len(queries)),
+    }
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _blas_threads() -> int | None:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One configuration, in this (fresh) process; returns its figures."""
+    import faiss
+
+    from inbedder_index.backends import make_qdrant_client, open_backend
+
+    if spec.get("threads"):
+        faiss.omp_set_num_threads(spec["threads"])
+    work = Path(spec["workdir"])
+    n, dim, batch = spec["n"], spec["dim"], spec["batch"]
+    config = spec["config"]
+    if config == "qdrant-local" and spec.get("qdrant_n"):
+        n = min(n, spec["qdrant_n"])  # the first n rows, against the parent's ground truth for those rows
+    queries = np.load(work / "queries.npy")
+    gt = np.load(work / "gt_ids.npy") if n == spec["n"] else np.load(work / f"gt_ids_{n}.npy")
+    store = Path(tempfile.mkdtemp(prefix=f"{config}-", dir=work))
+    if config == "qdrant-local":  # import costs are not index memory: pay them before the baseline
+        importlib.import_module("qdrant_client.local.qdrant_local")
+    gc.collect()
+    baseline = rss_mb()
+    resettable = reset_peak()
+    result: dict[str, Any] = {
+        "config": config,
+        "baseline_rss_mb": baseline,
+        "peak_reset_supported": resettable,
+        "n": n,
+        "faiss_omp_threads": faiss.omp_get_max_threads(),
+        "blas_threads": _blas_threads(),
+    }
+
+    client = None
+    if config == "qdrant-local":
+        client = make_qdrant_client(path=store / "qdrant")
+    hnsw = config == "faiss-hnsw"
+    kind = "qdrant" if config == "qdrant-local" else "faiss"
+
+    def open_(create: bool, ef_search: int = 128) -> Any:
+        return open_backend(kind, directory=store, name="bench", dim=dim, create=create, hnsw=hnsw,
+                            hnsw_m=spec["m"], ef_construction=spec["ef_construction"], ef_search=ef_search,
+                            qdrant_client=client)
+
+    # ---- build
+    cpu_start = _cpu_s()
+    start = time.perf_counter()
+    backend = open_(create=True)
+    report_every = max(1, n // batch // 10)
+    for number, (ids, vectors) in enumerate(_iter_batches(work / "base.f32", n, dim, batch), 1):
+        backend.upsert(ids, vectors)
+        if number % report_every == 0:
+            done, elapsed = int(ids[-1]) + 1, time.perf_counter() - start
+            logger.info("%s: %d/%d vectors upserted, %.0f/s, about %.0f s to go", config, done, n,
+                        done / elapsed, (n - done) * elapsed / done)
+    backend.flush()
+    build_s = time.perf_counter() - start
+    result["build_cpu_s"] = _cpu_s() - cpu_start  # well below build_s: the build waited (I/O, fsync) more than it computed
+    assert backend.count() == n, (backend.count(), n)
+    result["build_s"] = build_s
+    result["build_vectors_per_s"] = n / build_s
+    result["peak_rss_build_mb"] = peak_rss_mb()
+    result["rss_after_build_mb"] = rss_mb()
+    logger.info("%s: built %d vectors in %.1f s (peak RSS %.0f MiB)", config, n, build_s, result["peak_rss_build_mb"])
+
+    # ---- search
+    runs = []
+    if hnsw:
+        backend.close()
+        del backend
+        gc.collect()
+        result["stored_bytes"] = _dir_bytes(store)
+        for ef in spec["ef_search"]:
+            reset_peak()
+            start = time.perf_counter()
+            backend = open_(create=False, ef_search=ef)
+            open_s = time.perf_counter() - start
+            run = {"ef_search": ef, "open_s": open_s, **_query_phase(backend, queries, gt)}
+            backend.close()
+            del backend
+            gc.collect()
+            run["peak_rss_search_mb"] = peak_rss_mb()
+            logger.info("%s ef=%d: p50 %.3f ms, recall@10 %.4f", config, ef, run["p50_ms"], run["recall_at_10"])
+            runs.append(run)
+    else:
+        reset_peak()
+        run = {"ef_search": None, "open_s": None, **_query_phase(backend, queries, gt)}
+        run["peak_rss_search_mb"] = peak_rss_mb()
+        logger.info("%s: p50 %.3f ms, recall@10 %.4f", config, run["p50_ms"], run["recall_at_10"])
+        runs.append(run)
+        backend.close()
+        if client is not None:
+            client.close()
+        result["stored_bytes"] = _dir_bytes(store)
+    result["runs"] = runs
+    result["peak_rss_mb"] = max([result["peak_rss_build_mb"]] + [r["peak_rss_search_mb"] for r in runs])
+    result["peak_growth_mb"] = result["peak_rss_mb"] - baseline
+    result["peak_growth_build_mb"] = result["peak_rss_build_mb"] - baseline
+    result["rss_growth_after_build_mb"] = result["rss_after_build_mb"] - baseline
+    if not resettable:  # VmHWM then covers the imports too; say so rather than report a wrong figure
+        result["note"] = "VmHWM could not be reset: peaks include everything since process start"
+    shutil.rmtree(store, ignore_errors=True)
+    return result
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_config(config: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
+    out = work / f"{config}.result.json"
+    child_spec = dict(spec, config=config)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(child_spec), "--child-out", str(out)]
+    env = dict(os.environ)
+    if spec.get("threads"):  # before the child imports anything: OpenMP (FAISS, torch) and BLAS (NumPy) pools
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(spec["threads"])
+    logger.info("running %s in a fresh process", config)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env)
+    result = json.loads(out.read_text())
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def table(results: list[dict[str, Any]], n: int, dim: int) -> str:
+    vector_mb = n * dim * 4 / 2**20
+    header = (f"{'configuration':<22} {'n':>8} {'efSearch':>8} {'build s':>8} {'(cpu s)':>8} {'p50 ms':>8} {'p99 ms':>8} {'QPS':>8} "
+              f"{'recall@10':>9} {'peak RSS':>9} {'+build':>8} {'+search':>8}")
+    lines = [header, "-" * len(header)]
+    for result in results:
+        for run in result["runs"]:
+            label = {"faiss-flat": "FAISS flat (exact)", "faiss-hnsw": "FAISS HNSW",
+                     "qdrant-local": "Qdrant local (exact)"}[result["config"]]
+            ef = "-" if run["ef_search"] is None else str(run["ef_search"])
+            lines.append(
+                f"{label:<22} {result['n']:>8,} {ef:>8} {result['build_s']:>8.2f} {result['build_cpu_s']:>8.2f} "
+                f"{run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
+                f"{run['qps_single_stream']:>8.0f} {run['recall_at_10']:>9.4f} {result['peak_rss_mb']:>7.0f}MB "
+                f"{result['peak_growth_build_mb']:>6.0f}MB "
+                f"{run['peak_rss_search_mb'] - result['baseline_rss_mb']:>6.0f}MB"
+            )
+    lines.append(f"(raw vectors: {n:,} x {dim} x 4 B = {vector_mb:.0f} MiB; '+build'/'+search': peak RSS of that "
+                 "phase minus the process's RSS before the build; cpu s: the build's user+sys CPU time)")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for result in results:
+        runs = result["runs"]
+        recall = [r["recall_at_10"] for r in runs]
+        if result["config"] == "faiss-hnsw":
+            ax.plot(recall, [r["p50_ms"] for r in runs], "o-", color="C0", label="FAISS HNSW p50 (efSearch sweep)")
+            ax.plot(recall, [r["p99_ms"] for r in runs], "o--", color="C0", alpha=0.45, label="FAISS HNSW p99")
+            for r in runs:
+                ax.annotate(f"ef={r['ef_search']}", (r["recall_at_10"], r["p50_ms"]), textcoords="offset points",
+                            xytext=(-10, 8), fontsize=8)
+        else:
+            color, marker, name = {"faiss-flat": ("C1", "s", "FAISS flat (exact)"),
+                                   "qdrant-local": ("C2", "D", "Qdrant local (exact, NumPy)")}[result["config"]]
+            ax.plot(recall, [r["p50_ms"] for r in runs], marker, color=color, label=f"{name} p50")
+            ax.plot(recall, [r["p99_ms"] for r in runs], marker, color=color, alpha=0.35, label=f"{name} p99")
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10 (vs. exact)")
+    ax.set_ylabel("latency per query (ms, log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for module in ("faiss", "qdrant_client", "inbedder_index"):
+        try:
+            imported = __import__(module)
+            versions[module] = getattr(imported, "__version__", "?")
+        except ImportError:
+            versions[module] = "not installed"
+    if versions.get("qdrant_client") == "?":
+        from importlib.metadata import version
+
+        versions["qdrant_client"] = version("qdrant-client")
+    return versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--n", type=int, default=100_000, help="stored vectors (default 100,000; --quick: 5,000)")
+    parser.add_argument("--queries", type=int, default=None, help="timed queries (default 1,000; --quick: 200)")
+    parser.add_argument("--dim", type=int, default=None, help="vector dimension (default: the default model's, 576)")
+    parser.add_argument("--clusters", type=int, default=1000, help="mixture components (default 1,000)")
+    parser.add_argument("--spectrum-alpha", type=float, default=0.5,
+                        help="variance of principal component i ~ i^-alpha (default 0.5; 0 = isotropic, harder)")
+    parser.add_argument("--batch", type=int, default=1024, help="vectors per upsert (default 1,024)")
+    parser.add_argument("--m", type=int, default=32, help="HNSW M (default 32)")
+    parser.add_argument("--ef-construction", type=int, default=200, help="HNSW efConstruction (default 200)")
+    parser.add_argument("--ef-search", default="64,128,256", help="HNSW efSearch sweep (default 64,128,256)")
+    parser.add_argument("--threads", type=int, default=None, help="OpenMP (FAISS) and BLAS (NumPy) threads in each child (default: the libraries' own)")
+    parser.add_argument("--skip-qdrant", action="store_true", help="leave out Qdrant's embedded mode")
+    parser.add_argument("--qdrant-n", type=int, default=None,
+                        help="store only the first N vectors in Qdrant local (its build commits once per point: "
+                             "slow on a disk with slow fsync); default: all")
+    parser.add_argument("--skip-hnsw", action="store_true", help="leave out FAISS HNSW")
+    parser.add_argument("--out", default=None, help="results name (default: index_speed, or index_speed_quick)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+
+    if args.child:
+        result = run_child(json.loads(args.child))
+        Path(args.child_out).write_text(json.dumps(result, indent=2))
+        return 0
+
+    n = 5_000 if args.quick and args.n == 100_000 else args.n
+    n_queries = args.queries or (200 if args.quick else 1_000)
+    dim, model = default_dim()
+    dim = args.dim or dim
+    ef_sweep = [int(x) for x in args.ef_search.split(",") if x.strip()]
+    configs = ["faiss-flat"] + ([] if args.skip_hnsw else ["faiss-hnsw"]) + ([] if args.skip_qdrant else ["qdrant-local"])
+
+    load_start = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="index_speed-"))
+    try:
+        logger.info("generating %d + %d vectors of dim %d (%d clusters)", n, n_queries, dim, args.clusters)
+        points = make_mixture(n + n_queries, dim, args.clusters, args.seed, alpha=args.spectrum_alpha)
+        order = np.random.default_rng(args.seed + 2).permutation(len(points))
+        base, queries = points[order[:n]], points[order[n:]]
+        del points
+        base.tofile(work / "base.f32")
+        np.save(work / "queries.npy", queries)
+        gt_ids, gt_scores = exact_top_k(base, queries, K + 1)
+        np.save(work / "gt_ids.npy", gt_ids[:, :K])
+        if args.qdrant_n and args.qdrant_n < n and not args.skip_qdrant:
+            np.save(work / f"gt_ids_{args.qdrant_n}.npy", exact_top_k(base[: args.qdrant_n], queries, K)[0])
+        stats = data_stats(base, gt_scores, args.seed)
+        del base
+        spec = {"workdir": str(work), "n": n, "dim": dim, "batch": args.batch, "m": args.m,
+                "ef_construction": args.ef_construction, "ef_search": ef_sweep, "threads": args.threads,
+                "qdrant_n": args.qdrant_n}
+        results = [run_config(config, spec, work) for config in configs]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    info = machine_info("cpu")
+    info.update(library_versions())
+    info["load_average_1m_start"] = load_start
+    info["load_average_1m_end"] = os.getloadavg()[0]  # includes this benchmark's own work
+    title = (f"{n:,} x {dim}-d clustered vectors, {n_queries:,} queries, k={K}"
+             f"{' (quick)' if args.quick else ''}\n{info['cpu_model']}, {info['usable_cores']} cores")
+    print(f"\nindex_speed ({'quick' if args.quick else 'full'}): {n:,} vectors x {dim} (default model {model}), "
+          f"{n_queries:,} queries, {args.clusters} clusters; {info['cpu_model']}, {info['usable_cores']} cores, "
+          f"load {load_start:.1f} at start")
+    print(f"data: random-pair cosine {stats['random_pair_cosine_mean']:.3f}, query->1st NN "
+          f"{stats['query_nn1_cosine_mean']:.3f}, ->10th NN {stats['query_nn10_cosine_mean']:.3f}")
+    print(table(results, n, dim))
+    busy = load_start > 0.5 * (info["usable_cores"] or 1)
+    if busy:
+        print(f"WARNING: load average {load_start:.1f} before the run on "
+              f"{info['usable_cores']} cores: other jobs share the CPU, latencies are not reliable (OpenMP/BLAS "
+              "thread pools wait for a time slice; --threads 1 avoids most of that).")
+    if "qdrant-local" in configs:
+        print("Qdrant local = embedded mode: exact NumPy scan per query, HNSW settings ignored "
+              "(a Qdrant server would build HNSW; not measured).")
+
+    if not args.no_save:
+        name = args.out or ("index_speed_quick" if args.quick else "index_speed")
+        payload = {
+            "quick": args.quick,
+            "settings": {"n": n, "queries": n_queries, "dim": dim, "default_model": model, "k": K,
+                         "clusters": args.clusters, "spectrum_alpha": args.spectrum_alpha, "batch": args.batch, "hnsw_m": args.m,
+                         "ef_construction": args.ef_construction, "ef_search_sweep": ef_sweep,
+                         "threads": args.threads, "qdrant_n": args.qdrant_n, "seed": args.seed, "warmup_queries": WARMUP_QUERIES},
+            "data": {"kind": "L2-normalised anisotropic Gaussian mixture (see make_mixture)", **stats},
+            "raw_vector_mb": n * dim * 4 / 2**20,
+            "machine": info,
+            "results": results,
+            "notes": [
+                "Every figure goes through inbedder_index.backends (string ids, validation, id mapping included).",
+                "Qdrant local is the embedded mode: exact NumPy search per query, HNSW settings ignored.",
+                ("Each configuration ran in a fresh subprocess; peak RSS = VmHWM (reset per phase), "
+                "baseline = RSS after imports (incl. torch, imported by inbedder_index) and queries loaded."),
+                "FAISS HNSW: built once, reopened from its file per efSearch (open_s is that load time).",
+                ("Qdrant local's build is bound by its persistence: qdrant_client/local/persistence.py "
+                "CollectionPersistence.persist() commits one SQLite transaction per point (build_cpu_s << build_s)."),
+            ],
+            "machine_busy": busy,
+        }
+        path = save_results(name, payload)
+        png = RESULTS_DIR / f"{name}.png"
+        plot(results, png, title)
+        print(f"saved {path} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
