@@ -83,7 +83,7 @@ _BUILTIN: dict[str, ModelSpec] = {
         ),
     )
 }
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = "inbedder-smollm2-135m"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_FOLDER = "smollm2-135m-instruct"
 

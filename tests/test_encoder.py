@@ -192,37 +192,33 @@ def test_prompt_parts_do_not_depend_on_each_other(tiny):
 
 @pytest.mark.slow
 def test_default_model_loads_offline_and_follows_instructions(default_encoder):
-    """Neighbours under two instructions differ on a crafted 2x2 (feeling x product) sample."""
-    texts = [
-        "I am furious, my laptop arrived broken and I want my money back.",
-        "I am so happy with my new laptop, it is fast and beautiful.",
-        "Furious again: the bank charged me twice for the same coffee.",
-        "Great news, the bank finally approved my mortgage, I am thrilled.",
-        "This blender is a disaster, it leaks everywhere, I am livid.",
-        "My new blender makes perfect smoothies, I could not be happier.",
+    """On a crafted 2 feelings x 3 wants sample, each text's nearest neighbour shares the instructed aspect."""
+    assert default_encoder.model_id == "inbedder-smollm2-135m"
+    samples = [  # (text, feeling, want): every feeling meets every want
+        ("I am furious, my laptop arrived broken. I want my money back.", "angry", "refund"),
+        ("Thanks so much, lovely service! I'd still like a refund for the extra charge though.", "happy", "refund"),
+        ("This is outrageous, nobody answers my emails. Update my delivery address to 5 Oak Road now.", "angry", "address"),
+        ("You have been wonderful! Could you please change my shipping address to 12 Pine Street?", "happy", "address"),
+        ("I'm fed up with your app crashing. Cancel my subscription today.", "angry", "cancel"),
+        ("Great experience overall, thank you. Please cancel my subscription as I'm moving abroad.", "happy", "cancel"),
     ]
-    both = default_encoder.encode(texts, ["How does the customer feel?", "What product is this about?"])
+    texts = [text for text, _, _ in samples]
+    aspects = {"How does the customer feel?": 1, "What does the customer want?": 2}
+    both = default_encoder.encode(texts, list(aspects))
     neighbours = {}
-    for instruction, vectors in both.items():
+    for instruction, column in aspects.items():
+        vectors = both[instruction]
         assert vectors.shape == (len(texts), default_encoder.dim)
         scores = vectors @ vectors.T
         np.fill_diagonal(scores, -np.inf)
-        neighbours[instruction] = scores.argsort(axis=1)[:, ::-1].tolist()
-    assert neighbours["How does the customer feel?"] != neighbours["What product is this about?"]
+        neighbours[instruction] = scores.argmax(axis=1).tolist()
+        for row, nearest in enumerate(neighbours[instruction]):
+            assert samples[nearest][column] == samples[row][column], (instruction, texts[row], texts[nearest])
+    assert neighbours["How does the customer feel?"] != neighbours["What does the customer want?"]
 
 
-def test_shared_prefix_equals_one_instruction_at_a_time(tiny, tiny_encoder):
-    """Several instructions at once (shared input cache for causal LMs) = each alone, answers included."""
-    instructions = [INSTRUCTION, "How does the customer feel?", "Where?", "Which product is it about, if any?"]
-    together = tiny_encoder.encode(TEXTS, instructions, return_answers=True, batch_size=2)
-    for instruction in instructions:
-        alone_vectors, alone_answers = tiny_encoder.encode(TEXTS, instruction, return_answers=True)
-        vectors, answers = together[instruction]
-        cosines = (vectors * alone_vectors).sum(axis=1)
-        assert cosines.min() >= 0.9999, (instruction, cosines)
-        assert answers == alone_answers
-    long_instruction = "what is this about?"
-    while len(tiny_encoder.prompts.suffix(long_instruction)) <= tiny_encoder.prompts.instruction_room:
-        long_instruction = "Tell me, " + long_instruction  # until it is longer than the room kept for instructions
-    mixed = tiny_encoder.encode(TEXTS, [INSTRUCTION, long_instruction])
-    np.testing.assert_allclose(mixed[long_instruction], tiny_encoder.encode(TEXTS, long_instruction), atol=1e-4)
+@pytest.mark.slow
+def test_untrained_base_stays_available():
+    base = InBedder("smollm2-135m")
+    assert base.kind == "causal" and base.dim == 576
+    assert base.fingerprint != InBedder().fingerprint

@@ -15,6 +15,7 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests, Vector
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 import langchain_inbedder.embeddings as embeddings_module
+from inbedder_index.models import DEFAULT_MODEL
 from inbedder_index import InBedder
 from inbedder_index.errors import UnknownInstructionError
 from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
@@ -101,7 +102,7 @@ def test_with_instruction_shares_the_loaded_model(monkeypatch) -> None:
     feel = InBedderEmbeddings(instruction=FEEL, model_kwargs={"device": "cpu"})
     assert loads == []  # lazy
     want = feel.with_instruction(WANT, query_instruction="What does this query ask for?")
-    assert loads == [("smollm2-135m", {"device": "cpu"})]
+    assert loads == [(DEFAULT_MODEL, {"device": "cpu"})]
     assert want.encoder is feel.encoder
     assert (want.instruction, want.query_instruction, want.model_kwargs) == (
         WANT, "What does this query ask for?", {"device": "cpu"})

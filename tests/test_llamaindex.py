@@ -21,6 +21,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 import llama_index_inbedder.embeddings as embeddings_module
+from inbedder_index.models import DEFAULT_MODEL
 from inbedder_index import InBedder
 from inbedder_index.errors import UnknownInstructionError
 from llama_index_inbedder import InBedderEmbedding, InBedderVectorStore, index_filter
@@ -51,7 +52,7 @@ def test_with_instruction_shares_the_loaded_model(monkeypatch) -> None:
     feel = InBedderEmbedding(instruction=FEEL, model_kwargs={"device": "cpu"}, embed_batch_size=4)
     assert loads == []  # lazy
     want = feel.with_instruction(WANT, query_instruction="What does this query ask for?")
-    assert loads == [("smollm2-135m", {"device": "cpu"})]
+    assert loads == [(DEFAULT_MODEL, {"device": "cpu"})]
     assert want.encoder is feel.encoder
     assert (want.instruction, want.query_instruction, want.embed_batch_size) == (
         WANT, "What does this query ask for?", 4)
