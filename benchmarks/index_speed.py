@@ -90,7 +90,7 @@ logger = logging.getLogger("benchmarks.index_speed")
 
 # The default model's embedding dimension (hidden size), so that the benchmark does not load the
 # model to learn it. Checked against the converted model's config.json when that is on disk.
-DEFAULT_MODEL_DIMS = {"smollm2-135m": 576}
+DEFAULT_MODEL_DIMS = {"smollm2-135m": 576, "inbedder-smollm2-135m": 576}  # the adapter keeps the base width
 
 K = 10
 WARMUP_QUERIES = 10
