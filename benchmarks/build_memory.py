@@ -53,7 +53,6 @@ import gc
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -74,6 +73,9 @@ from common import (
     machine_info,
     news_texts,
     news_topics,
+    peak_rss_bytes,
+    reset_peak,
+    rss_bytes,
     save_results,
     setup_logging,
 )
@@ -84,38 +86,6 @@ ORDERS = ("corpus-first", "instruction-first")
 
 
 # --------------------------------------------------------------------------- memory
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def rss_bytes() -> int:
-    """Current resident set size (VmRSS)."""
-    kib = _status_kib("VmRSS")
-    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size since start or since the last ``reset_peak()`` (VmHWM)."""
-    kib = _status_kib("VmHWM")
-    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- the tiny model

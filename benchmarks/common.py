@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import random
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -484,3 +485,40 @@ INSTRUCTIONS = [
     "Which organisation is mentioned in this text?",
     "Where does this happen?",
 ]
+
+
+# --------------------------------------------------------------------------- memory probes
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size since start or since the last ``reset_peak()`` (VmHWM)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, never reset
+    return kib * 1024
+
+
+def rss_bytes() -> int:
+    """Current resident set size (VmRSS); the peak where the kernel does not say."""
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else peak_rss_bytes()
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False

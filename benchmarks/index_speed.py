@@ -82,6 +82,9 @@ from common import (
     RESULTS_DIR,
     add_common_args,
     machine_info,
+    peak_rss_bytes,
+    reset_peak,
+    rss_bytes,
     save_results,
     setup_logging,
 )
@@ -99,40 +102,12 @@ WARMUP_QUERIES = 10
 # --------------------------------------------------------------------------- memory
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def rss_mb() -> float:
-    """Current resident set size in MiB (VmRSS)."""
-    kib = _status_kib("VmRSS")
-    if kib is None:  # not Linux: the best available is the peak
-        return peak_rss_mb()
-    return kib / 1024
+    return rss_bytes() / 2**20
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size in MiB since start or since the last ``reset_peak()`` (VmHWM)."""
-    kib = _status_kib("VmHWM")
-    if kib is None:
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, never reset
-    return kib / 1024
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+    return peak_rss_bytes() / 2**20
 
 
 # --------------------------------------------------------------------------- data

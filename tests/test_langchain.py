@@ -4,32 +4,24 @@ without reloading, langchain_qdrant, and a semantic end-to-end check on the defa
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Iterator
 
+import langchain_inbedder.embeddings as embeddings_module
 import numpy as np
 import pytest
+from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
-from langchain_tests.integration_tests import EmbeddingsIntegrationTests, VectorStoreIntegrationTests
+from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
+from langchain_tests.integration_tests import (
+    EmbeddingsIntegrationTests,
+    VectorStoreIntegrationTests,
+)
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
-import langchain_inbedder.embeddings as embeddings_module
-from inbedder_index.models import DEFAULT_MODEL
 from inbedder_index import InBedder
 from inbedder_index.errors import UnknownInstructionError
-from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
-from tiny_models import make_model
-
-FEEL = "How does the customer feel?"
-WANT = "What does the customer want?"
-
-
-@functools.cache
-def tiny_encoder() -> InBedder:
-    """A tiny random Llama: real InBedder code paths in milliseconds (no semantics)."""
-    model, tokenizer = make_model("llama")
-    return InBedder.from_model(model, tokenizer, model_id="tiny-llama", max_length=96)
+from inbedder_index.models import DEFAULT_MODEL
 
 
 def tiny_embeddings(instruction: str = FEEL) -> InBedderEmbeddings:
@@ -284,18 +276,6 @@ def test_embeddings_in_langchain_qdrant_with_two_instructions_one_model(tmp_path
 # ----------------------------------------------------------------- the real model
 
 
-# Crafted so that feeling and want disagree: angry customers who want something other than money,
-# and happy customers who want money back. The query is angry AND wants a refund.
-ANGRY = {
-    "angry-manual": "I am furious, your courier was rude to me. Please send me the manual for my drill.",
-    "angry-password": "I'm so angry I could scream. Please reset the password on my account.",
-    "angry-jacket": "Furious. Just furious. Tell me whether the blue jacket comes in size medium.",
-}
-REFUND = {
-    "happy-refund-charge": "Such a happy customer here, thank you! Could you give me my money back for the extra charge?",
-    "happy-refund-item": "Thank you so much, I'm very pleased! I would like my money back for the cancelled item.",
-    "happy-refund-giftcard": "Everything was lovely and I'm happy. Kindly refund the gift card I never used.",
-}
 
 
 @pytest.mark.slow

@@ -4,11 +4,12 @@ InBedderVectorStore on real FAISS/Qdrant indexes, Qdrant's own store, and the de
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Iterator
 
+import llama_index_inbedder.embeddings as embeddings_module
 import numpy as np
 import pytest
+from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.schema import MetadataMode, TextNode
 from llama_index.core.vector_stores.types import (
@@ -19,24 +20,11 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
+from llama_index_inbedder import InBedderEmbedding, InBedderVectorStore, index_filter
 
-import llama_index_inbedder.embeddings as embeddings_module
-from inbedder_index.models import DEFAULT_MODEL
 from inbedder_index import InBedder
 from inbedder_index.errors import UnknownInstructionError
-from llama_index_inbedder import InBedderEmbedding, InBedderVectorStore, index_filter
-from tiny_models import make_model
-
-FEEL = "How does the customer feel?"
-WANT = "What does the customer want?"
-
-
-@functools.cache
-def tiny_encoder() -> InBedder:
-    """A tiny random Llama: real InBedder code paths in milliseconds (no semantics)."""
-    model, tokenizer = make_model("llama")
-    return InBedder.from_model(model, tokenizer, model_id="tiny-llama", max_length=96)
-
+from inbedder_index.models import DEFAULT_MODEL
 
 # ----------------------------------------------------------------- embed model
 
@@ -252,18 +240,6 @@ def test_embed_model_in_qdrant_vector_store_with_two_instructions_one_model() ->
 
 # ----------------------------------------------------------------- the real model
 
-# Feeling and want disagree: angry customers who want something other than money, happy customers
-# who want money back. The query is angry AND wants a refund.
-ANGRY = {
-    "angry-manual": "I am furious, your courier was rude to me. Please send me the manual for my drill.",
-    "angry-password": "I'm so angry I could scream. Please reset the password on my account.",
-    "angry-jacket": "Furious. Just furious. Tell me whether the blue jacket comes in size medium.",
-}
-REFUND = {
-    "happy-refund-charge": "Such a happy customer here, thank you! Could you give me my money back for the extra charge?",
-    "happy-refund-item": "Thank you so much, I'm very pleased! I would like my money back for the cancelled item.",
-    "happy-refund-giftcard": "Everything was lovely and I'm happy. Kindly refund the gift card I never used.",
-}
 
 
 @pytest.mark.slow

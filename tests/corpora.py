@@ -1,0 +1,32 @@
+"""Instructions and crafted texts shared by the integration tests."""
+
+from __future__ import annotations
+
+import functools
+
+from inbedder_index import InBedder
+from tiny_models import make_model
+
+FEEL = "How does the customer feel?"
+WANT = "What does the customer want?"
+
+# Feeling and want disagree: angry customers who want something other than money, and happy
+# customers who want money back. A query that is angry AND wants a refund finds different top
+# documents under the two instructions.
+ANGRY = {
+    "angry-manual": "I am furious, your courier was rude to me. Please send me the manual for my drill.",
+    "angry-password": "I'm so angry I could scream. Please reset the password on my account.",
+    "angry-jacket": "Furious. Just furious. Tell me whether the blue jacket comes in size medium.",
+}
+REFUND = {
+    "happy-refund-charge": "Such a happy customer here, thank you! Could you give me my money back for the extra charge?",
+    "happy-refund-item": "Thank you so much, I'm very pleased! I would like my money back for the cancelled item.",
+    "happy-refund-giftcard": "Everything was lovely and I'm happy. Kindly refund the gift card I never used.",
+}
+
+
+@functools.cache
+def tiny_encoder() -> InBedder:
+    """A tiny random Llama: real InBedder code paths in milliseconds (no semantics)."""
+    model, tokenizer = make_model("llama")
+    return InBedder.from_model(model, tokenizer, model_id="tiny-llama", max_length=96)
