@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from inbedder_index import InBedder
 from tiny_models import make_model
@@ -23,6 +26,27 @@ REFUND = {
     "happy-refund-item": "Thank you so much, I'm very pleased! I would like my money back for the cancelled item.",
     "happy-refund-giftcard": "Everything was lovely and I'm happy. Kindly refund the gift card I never used.",
 }
+
+
+_T = TypeVar("_T")
+
+
+async def with_loop_ticks(awaitable: Awaitable[_T]) -> tuple[_T, int]:
+    """Await while counting event-loop turns: more than one means the work ran off the loop."""
+    ticks = 0
+
+    async def ticker() -> Any:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        result = await awaitable
+    finally:
+        task.cancel()
+    return result, ticks
 
 
 @functools.cache

@@ -3,13 +3,12 @@ without reloading, langchain_qdrant, and a semantic end-to-end check on the defa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import langchain_inbedder.embeddings as embeddings_module
 import numpy as np
 import pytest
-from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder
+from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder, with_loop_ticks
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
@@ -129,18 +128,7 @@ def test_blank_instruction_and_mismatched_model_are_refused() -> None:
 
 
 async def test_async_embedding_runs_off_the_event_loop() -> None:
-    embedder = tiny_embeddings()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    vectors = await embedder.aembed_documents(["some text"] * 64)
-    task.cancel()
+    vectors, ticks = await with_loop_ticks(tiny_embeddings().aembed_documents(["some text"] * 64))
     assert len(vectors) == 64 and ticks > 1
 
 

@@ -3,13 +3,12 @@ InBedderVectorStore on real FAISS/Qdrant indexes, Qdrant's own store, and the de
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import llama_index_inbedder.embeddings as embeddings_module
 import numpy as np
 import pytest
-from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder
+from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder, with_loop_ticks
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.schema import MetadataMode, TextNode
 from llama_index.core.vector_stores.types import (
@@ -74,18 +73,8 @@ def test_blank_instruction_and_mismatched_model_are_refused() -> None:
 
 async def test_async_twins_run_off_the_event_loop() -> None:
     embed_model = InBedderEmbedding(encoder=tiny_encoder(), instruction=FEEL)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    batch = await embed_model.aget_text_embedding_batch(["some text"] * 64)
+    batch, ticks = await with_loop_ticks(embed_model.aget_text_embedding_batch(["some text"] * 64))
     query = await embed_model.aget_query_embedding("some text")
-    task.cancel()
     assert ticks > 1 and len(batch) == 64
     np.testing.assert_allclose(query, batch[0], atol=1e-6)
     np.testing.assert_allclose(await embed_model.aget_text_embedding("some text"), batch[0], atol=1e-6)
