@@ -94,6 +94,30 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int)
     return batches
 
 
+def right_pad(sequences: Sequence[Sequence[int]], value: int, device: torch.device) -> torch.Tensor:
+    """Sequences as one right-padded tensor: real tokens keep the positions of an unpadded pass."""
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), value, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out.to(device)
+
+
+def mask_slots(lengths: torch.Tensor, n_mask: int, n_tail: int) -> torch.Tensor:
+    """(batch, n_mask) positions of the mask tokens, which sit before ``n_tail`` closing tokens."""
+    first = lengths - n_tail - n_mask
+    return first[:, None] + torch.arange(n_mask, device=lengths.device)[None, :]
+
+
+def pool(hidden: torch.Tensor, lengths: torch.Tensor, n_mask: int, n_tail: int) -> torch.Tensor:
+    """InBedder's pooling of a right-padded batch (float32): the mean at the mask slots (masked
+    LMs, ``n_mask`` > 0) or the last prompt token (causal LMs). Training pools with this too."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if n_mask:
+        return hidden[rows[:, None], mask_slots(lengths, n_mask, n_tail)].float().mean(dim=1)
+    return hidden[rows, lengths - 1].float()
+
+
 @dataclass
 class _Encoded:
     vectors: np.ndarray  # (n, dim) float32, unnormalised
@@ -185,7 +209,6 @@ class InBedder:
         self.max_length = max_length
         self.n_mask = n_mask if loaded.kind == "masked" else 0
         self._model_id = loaded.model_id
-        self._revision = loaded.revision
         self._backbone = self.model.base_model
         self._pad_id = next(
             (t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0
@@ -323,20 +346,17 @@ class InBedder:
         short suffix on top of the cached keys/values. Masked LMs attend both ways, so the
         input's states depend on the instruction and each instruction is its own pass.
         """
-        groups: dict[int, list[str]] = {}
+        groups: dict[int | str, list[str]] = {}  # causal: by input budget; masked: one per instruction
         for item in instructions:
-            key = self.prompts.input_budget(item) if self.kind == "causal" else len(groups)
-            groups.setdefault(key, []).append(item)
+            groups.setdefault(self.prompts.input_budget(item) if self.kind == "causal" else item, []).append(item)
         input_ids = self.prompts.input_ids(texts)
         out = {item: _Encoded(np.empty((len(texts), self.dim), dtype=np.float32), [""] * len(texts) if answers else None)
                for item in instructions}
         show = len(texts) * len(instructions) >= _PROGRESS_MIN_TEXTS if progress is None else progress
         with tqdm(total=len(texts) * len(instructions), desc="encoding", unit="text", disable=not show) as bar:
-            for budget, members in groups.items():
-                if self.kind == "causal":
-                    prefixes = [self.prompts.prefix(ids, budget) for ids in input_ids]
-                else:
-                    prefixes = [self.prompts.prefix(ids, self.prompts.input_budget(members[0])) for ids in input_ids]
+            for members in groups.values():
+                budget = self.prompts.input_budget(members[0])  # the same for every member of a group
+                prefixes = [self.prompts.prefix(ids, budget) for ids in input_ids]
                 suffixes = [self.prompts.suffix(item) for item in members]
                 widest = max(len(s) for s in suffixes)
                 lengths = [len(p) + widest for p in prefixes]
@@ -354,36 +374,31 @@ class InBedder:
         return out
 
     def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad to one tensor; real tokens keep the positions of an unpadded pass."""
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
-        return ids.to(self.device), mask.to(self.device)
+        """Right-padded ids and their attention mask."""
+        ids = right_pad(sequences, self._pad_id, self.device)
+        return ids, right_pad([[1] * len(s) for s in sequences], 0, self.device)
 
     @torch.inference_mode()
     def _forward(self, prompts: Sequence[Prompt], answers: bool) -> tuple[np.ndarray, list[str] | None]:
         """One forward pass over whole prompts: pooled vectors (float32) and, when asked, answers."""
         ids, mask = self._pad([p.ids for p in prompts])
         lengths = mask.sum(dim=1)
-        rows = torch.arange(len(prompts), device=self.device)
         if self.kind == "masked":
             if answers:  # the MLM head is needed anyway: one full pass gives both
                 out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
                 hidden, logits = out.hidden_states[-1], out.logits
             else:
                 hidden, logits = self._backbone(input_ids=ids, attention_mask=mask).last_hidden_state, None
-            first = lengths - self.prompts.n_tail - self.n_mask
-            slots = first[:, None] + torch.arange(self.n_mask, device=self.device)[None, :]
-            pooled = hidden[rows[:, None], slots].float().mean(dim=1)
-            texts = self._decode(logits[rows[:, None], slots].argmax(-1)) if logits is not None else None
+            pooled = pool(hidden, lengths, self.n_mask, self.prompts.n_tail)
+            texts = None
+            if logits is not None:
+                rows = torch.arange(len(prompts), device=self.device)[:, None]
+                texts = self._decode(logits[rows, mask_slots(lengths, self.n_mask, self.prompts.n_tail)].argmax(-1))
             return pooled.cpu().numpy(), texts
         out = self._backbone(input_ids=ids, attention_mask=mask, use_cache=answers)
-        last = out.last_hidden_state[rows, lengths - 1]
+        last = pool(out.last_hidden_state, lengths, 0, 0)
         texts = self._continue(last, out.past_key_values, mask, lengths) if answers else None
-        return last.float().cpu().numpy(), texts
+        return last.cpu().numpy(), texts
 
     @torch.inference_mode()
     def _forward_shared(

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .encoder import pool, right_pad
 from .errors import InBedderError
 from .models import load_model
 from .prompt import PROMPT_VERSION, TEMPLATE, PromptBuilder
@@ -410,11 +411,7 @@ class _Runner:
         self.mlm_head = getattr(inner, "lm_head", None) if kind == "masked" else None
 
     def _pad(self, sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-        width = max(len(s) for s in sequences)
-        out = torch.full((len(sequences), width), value, dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return out.to(self.device)
+        return right_pad(sequences, value, self.device)
 
     def hidden(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self._pad(sequences, self.pad_id)
@@ -422,13 +419,9 @@ class _Runner:
         return self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
     def pooled(self, hidden: torch.Tensor, prompt_lengths: Sequence[int]) -> torch.Tensor:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
         lengths = torch.tensor(list(prompt_lengths), device=hidden.device)
-        if self.kind == "masked":
-            first = lengths - self.n_tail - self.n_mask
-            slots = first[:, None] + torch.arange(self.n_mask, device=hidden.device)[None, :]
-            return hidden[rows[:, None], slots].float().mean(dim=1)
-        return hidden[rows, lengths - 1].float()
+        n_mask = self.n_mask if self.kind == "masked" else 0
+        return pool(hidden, lengths, n_mask, self.n_tail)
 
     def lm_loss(self, examples: Sequence[Example]) -> torch.Tensor:
         hidden, _ = self.hidden([e.input_ids for e in examples])
