@@ -143,6 +143,7 @@ class InstructionIndex:
         self._lock_handle = None
         self._backends: dict[str, VectorBackend] = {}
         self._qdrant = None
+        self._qdrant_url = qdrant_url
         path.mkdir(parents=True, exist_ok=True)
         if not read_only:
             self._lock()
@@ -150,12 +151,10 @@ class InstructionIndex:
             self._corpus = Corpus(path / "corpus.sqlite")
             stored = self._corpus.get_meta(_MANIFEST_KEY)
             self._manifest: dict[str, Any] = json.loads(stored) if stored else {}
-            self._check_options(backend, qdrant_url, model, hnsw)
-            self._encoder: InBedder | None = model if isinstance(model, InBedder) else None
+            self._check_options(backend, qdrant_url, hnsw)
             self._encoder_kwargs = encoder_kwargs
-            if self._encoder is not None or isinstance(model, str):
-                if self._encoder is None:
-                    self._encoder = InBedder(model, **encoder_kwargs)  # type: ignore[arg-type]
+            self._encoder = InBedder(model, **encoder_kwargs) if isinstance(model, str) else model
+            if self._encoder is not None:
                 self._check_model(self._encoder)
             if self.backend == "qdrant":
                 self._qdrant = make_qdrant_client(
@@ -164,7 +163,6 @@ class InstructionIndex:
         except BaseException:
             self.close()
             raise
-        self._qdrant_url = qdrant_url
 
     def _lock(self) -> None:
         handle = open(self.path / "lock", "a+")
@@ -184,8 +182,7 @@ class InstructionIndex:
         handle.flush()
         self._lock_handle = handle
 
-    def _check_options(self, backend: str | None, qdrant_url: str | None, model: str | InBedder | None,
-                       hnsw: bool) -> None:
+    def _check_options(self, backend: str | None, qdrant_url: str | None, hnsw: bool) -> None:
         recorded = self._manifest.get("backend")
         chosen = backend or recorded or ("qdrant" if qdrant_url else "faiss")
         if chosen not in _BACKENDS:
@@ -320,8 +317,8 @@ class InstructionIndex:
         self._writable()
         documents = [as_document(d, i) for i, d in enumerate(docs)]
         changed = self._corpus.upsert(documents)
-        if self.backend == "qdrant":  # metadata lives in Qdrant payloads too: refresh unchanged texts' payloads
-            self._refresh_payloads([d for d in documents if d.id not in set(changed)])
+        encoded = set(changed)  # re-encoded documents get fresh payloads with their vectors
+        self._refresh_payloads([d for d in documents if d.id not in encoded])
         self._sync_all(changed)
         return changed
 
@@ -360,10 +357,13 @@ class InstructionIndex:
         return self._backend(instruction).get_vectors(list(ids))
 
     def _refresh_payloads(self, documents: Sequence[Document]) -> None:
+        """Rewrite the stored metadata of documents whose text (so vector) did not change."""
         if not documents:
             return
         for instruction in self.instructions():
             backend = self._backend(instruction)
+            if not backend.filters_payload:  # metadata is filtered through the corpus: nothing to refresh
+                continue
             vectors = backend.get_vectors([d.id for d in documents])
             present = [d for d in documents if d.id in vectors]
             if present:
