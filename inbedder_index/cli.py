@@ -53,7 +53,7 @@ def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
         qdrant_url=getattr(args, "qdrant_url", None),
         qdrant_api_key=getattr(args, "qdrant_api_key", None),
         hnsw=getattr(args, "hnsw", False),
-        read_only=read_only and getattr(args, "backend", None) != "qdrant",
+        read_only=read_only,
         **kwargs,
     )
 
@@ -88,19 +88,19 @@ def cmd_search(args: argparse.Namespace) -> None:
         key, sep, value = item.partition("=")
         if not sep:
             raise InputFileError(f"--filter {item!r} is not FIELD=VALUE")
-        filters[key] = json.loads(value) if _is_json(value) else value  # 3, true, ["a","b"] or plain text
+        filters[key] = _filter_value(value)
     with _open(args, read_only=True) as index:
         hits = index.search(args.query, args.instruction, k=args.k, filter=filters or None)
     rows = [(h.id, f"{h.score:.4f}", h.answer or "", _short(h.text)) for h in hits]
     _emit(args, [h.__dict__ for h in hits], _table(rows, ["id", "score", "answer", "text"]) if hits else "no hits")
 
 
-def _is_json(value: str) -> bool:
+def _filter_value(value: str) -> Any:
+    """``3``, ``true`` and ``["a", "b"]`` are JSON values; anything else is plain text."""
     try:
-        json.loads(value)
+        return json.loads(value)
     except ValueError:
-        return False
-    return True
+        return value
 
 
 def cmd_list(args: argparse.Namespace) -> None:
