@@ -28,6 +28,14 @@ REFUND = {
 }
 
 
+# (id, text, metadata) of a small corpus; each integration wraps it in its own Document type.
+SMALL_CORPUS = [
+    ("a", "I am furious, the parcel never arrived and I want a refund.", {"shop": "north"}),
+    ("b", "Thank you so much, the phone works perfectly now.", {"shop": "south"}),
+    ("c", "Heavy rain is expected in Paris tomorrow.", {"shop": "north", "n": 3}),
+    ("d", "Please change my delivery address.", {"shop": "east"}),
+]
+
 _T = TypeVar("_T")
 
 

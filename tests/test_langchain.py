@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import langchain_inbedder.embeddings as embeddings_module
 import numpy as np
 import pytest
-from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder, with_loop_ticks
+from corpora import ANGRY, FEEL, REFUND, SMALL_CORPUS, WANT, tiny_encoder, with_loop_ticks
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
@@ -135,12 +135,7 @@ async def test_async_embedding_runs_off_the_event_loop() -> None:
 # ----------------------------------------------------------------- vector store
 
 
-DOCS = [
-    Document(id="a", page_content="I am furious, the parcel never arrived and I want a refund.", metadata={"shop": "north"}),
-    Document(id="b", page_content="Thank you so much, the phone works perfectly now.", metadata={"shop": "south"}),
-    Document(id="c", page_content="Heavy rain is expected in Paris tomorrow.", metadata={"shop": "north", "n": 3}),
-    Document(id="d", page_content="Please change my delivery address.", metadata={"shop": "east"}),
-]
+DOCS = [Document(id=doc_id, page_content=text, metadata=dict(metadata)) for doc_id, text, metadata in SMALL_CORPUS]
 
 
 @pytest.fixture(params=["faiss", "qdrant"])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import llama_index_inbedder.embeddings as embeddings_module
 import numpy as np
 import pytest
-from corpora import ANGRY, FEEL, REFUND, WANT, tiny_encoder, with_loop_ticks
+from corpora import ANGRY, FEEL, REFUND, SMALL_CORPUS, WANT, tiny_encoder, with_loop_ticks
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.schema import MetadataMode, TextNode
 from llama_index.core.vector_stores.types import (
@@ -82,12 +82,7 @@ async def test_async_twins_run_off_the_event_loop() -> None:
 
 # ----------------------------------------------------------------- vector store
 
-DOCS = [
-    Document(id_="a", text="I am furious, the parcel never arrived and I want a refund.", metadata={"shop": "north"}),
-    Document(id_="b", text="Thank you so much, the phone works perfectly now.", metadata={"shop": "south"}),
-    Document(id_="c", text="Heavy rain is expected in Paris tomorrow.", metadata={"shop": "north", "n": 3}),
-    Document(id_="d", text="Please change my delivery address.", metadata={"shop": "east"}),
-]
+DOCS = [Document(id_=doc_id, text=text, metadata=dict(metadata)) for doc_id, text, metadata in SMALL_CORPUS]
 
 
 @pytest.fixture(params=["faiss", "qdrant"])
