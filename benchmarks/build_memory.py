@@ -54,7 +54,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +75,7 @@ from common import (
     peak_rss_bytes,
     reset_peak,
     rss_bytes,
+    run_in_child,
     save_results,
     setup_logging,
 )
@@ -329,10 +329,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_size(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     out = work / f"{spec['order']}-{spec['n']}-{int(spec['trace'])}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec), "--child-out", str(out)]
     logger.info("N=%d, %s%s: fresh process", spec["n"], spec["order"], " (tracemalloc)" if spec["trace"] else "")
-    subprocess.run(command, check=True)
-    return json.loads(out.read_text())
+    return run_in_child(__file__, spec, out)
 
 
 def fit_excess(results: list[dict[str, Any]]) -> dict[str, float] | None:

@@ -22,6 +22,8 @@ import platform
 import random
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -522,3 +524,11 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def run_in_child(script: str, spec: dict[str, Any], out: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``script --child SPEC --child-out OUT`` in a fresh process (so its peak memory is its own)
+    and return the JSON it wrote."""
+    command = [sys.executable, str(Path(script).resolve()), "--child", json.dumps(spec), "--child-out", str(out)]
+    subprocess.run(command, check=True, env=env)
+    return json.loads(out.read_text())

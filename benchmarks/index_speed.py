@@ -66,7 +66,6 @@ import logging
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +84,7 @@ from common import (
     peak_rss_bytes,
     reset_peak,
     rss_bytes,
+    run_in_child,
     save_results,
     setup_logging,
 )
@@ -353,16 +353,13 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_config(config: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
     out = work / f"{config}.result.json"
-    child_spec = dict(spec, config=config)
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(child_spec), "--child-out", str(out)]
     env = dict(os.environ)
     if spec.get("threads"):  # before the child imports anything: OpenMP (FAISS, torch) and BLAS (NumPy) pools
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[name] = str(spec["threads"])
     logger.info("running %s in a fresh process", config)
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env)
-    result = json.loads(out.read_text())
+    result = run_in_child(__file__, dict(spec, config=config), out, env)
     result["wall_s"] = time.perf_counter() - start
     return result
 
