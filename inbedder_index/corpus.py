@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections import Counter
@@ -77,6 +78,13 @@ class Document:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
@@ -132,23 +140,72 @@ def _check_str(label: str, value: Any) -> None:
 class Corpus:
     """Documents, per-collection answers and manifest metadata of one index, in SQLite."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._lock = threading.RLock()
         self._savepoints = 0
-        # Autocommit mode: transactions are explicit (see transaction()).
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        with self._sql_errors():
+            self._conn = self._connect()
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if not read_only:
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+            except BaseException:
+                self._conn.close()
+                raise
+
+    def _connect(self) -> sqlite3.Connection:
+        """Autocommit connection (transactions are explicit, see transaction()).
+
+        Read-only opens never create or change a file: ``mode=ro``, or ``immutable=1`` on a
+        read-only file system, where no writer can exist and SQLite could not create the WAL
+        index file it otherwise needs.
+        """
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if not self.path.is_file():
+            raise CorpusError(f"{self.path} does not exist; there is no index here to read")
+        mode = "immutable=1" if _read_only_fs(self.path.parent) else "mode=ro"
+        uri = f"{self.path.resolve().as_uri()}?{mode}"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+    @contextmanager
+    def _sql_errors(self) -> Iterator[None]:
+        """SQLite's failures as one CorpusError that names the file and what to do."""
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except BaseException:
-            self._conn.close()
-            raise
+            yield
+        except sqlite3.Error as exc:
+            message = str(exc)
+            if "full" in message:
+                advice = "the disk is full; free space and run the command again (the failed write was rolled back)"
+            elif "readonly" in message or "unable to open" in message:
+                advice = ("it cannot be opened for this operation: check that the folder and file exist and "
+                          "are readable (and writable, to change the index) by this user")
+            elif "not a database" in message or "malformed" in message:
+                advice = "it is not a readable inbedder corpus (truncated or overwritten?); restore it from a backup"
+            elif "closed" in message:
+                advice = "the index was closed; open it again"
+            else:
+                advice = "SQLite refused the operation"
+            raise CorpusError(f"{self.path}: {advice} (SQLite: {message})") from exc
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        with self._lock, self._sql_errors():
+            yield
 
     def _migrate(self) -> None:
+        if self.read_only:
+            with self._guard():
+                (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+            if version != SCHEMA_VERSION:
+                raise CorpusError(f"{self.path} has corpus schema version {version}; this library reads "
+                                  f"version {SCHEMA_VERSION}")
+            return
         with self.transaction():
             (version,) = self._conn.execute("PRAGMA user_version").fetchone()
             if version == 0:
@@ -166,7 +223,7 @@ class Corpus:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        with self._lock:
+        with self._guard():
             self._conn.close()
 
     def __enter__(self) -> Corpus:
@@ -187,7 +244,9 @@ class Corpus:
         An exception rolls back the block and propagates.  Other threads using this corpus
         wait until the outermost block ends.
         """
-        with self._lock:
+        if self.read_only:
+            raise CorpusError(f"{self.path} is open read-only; open the index without read_only=True to change it")
+        with self._guard():
             conn = self._conn
             if conn.in_transaction:
                 self._savepoints += 1
@@ -236,13 +295,17 @@ class Corpus:
         """Insert new documents and return their ids; raise CorpusError if any id exists."""
         rows = _rows(docs)
         with self.transaction():
-            existing = list(self._hashes([row[0] for row in rows]))
-            if existing:
-                raise CorpusError(f"documents already exist: {_describe(existing)}")
+            self.refuse_existing([row[0] for row in rows])
             self._conn.executemany(
                 "INSERT INTO documents (id, text, text_hash, metadata) VALUES (?, ?, ?, ?)", rows
             )
         return [row[0] for row in rows]
+
+    def refuse_existing(self, ids: Sequence[str]) -> None:
+        """Raise CorpusError naming the ids that are already stored (``add`` takes new ids only)."""
+        existing = list(self._hashes(ids))
+        if existing:
+            raise CorpusError(f"documents already exist: {_describe(existing)}")
 
     def delete(self, ids: Collection[str]) -> list[str]:
         """Delete documents (with their answers and embedded records); return the ids that existed."""
@@ -256,7 +319,7 @@ class Corpus:
         """Documents in the given order; missing ids are skipped."""
         wanted = validate_ids(ids)
         found: dict[str, Document] = {}
-        with self._lock:
+        with self._guard():
             for chunk in chunked(list(dict.fromkeys(wanted)), _SQL_CHUNK):
                 rows = self._conn.execute(
                     f"SELECT id, text, metadata FROM documents WHERE id IN ({_placeholders(len(chunk))})",
@@ -268,16 +331,16 @@ class Corpus:
     def __contains__(self, doc_id: object) -> bool:
         if not isinstance(doc_id, str):
             return False
-        with self._lock:
+        with self._guard():
             return self._conn.execute("SELECT 1 FROM documents WHERE id = ?", (doc_id,)).fetchone() is not None
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._guard():
             return self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
 
     def ids(self) -> list[str]:
         """Every document id, in insertion order."""
-        with self._lock:
+        with self._guard():
             return [row[0] for row in self._conn.execute("SELECT id FROM documents ORDER BY seq")]
 
     def iter_batches(self, batch_size: int, ids: Collection[str] | None = None) -> Iterator[list[Document]]:
@@ -296,7 +359,7 @@ class Corpus:
     def _seqs(self, ids: Sequence[str]) -> list[int]:
         """Insertion positions of the ids that exist, in order."""
         seqs: list[int] = []
-        with self._lock:
+        with self._guard():
             for chunk in chunked(ids, _SQL_CHUNK):
                 rows = self._conn.execute(
                     f"SELECT seq FROM documents WHERE id IN ({_placeholders(len(chunk))})", chunk
@@ -307,7 +370,7 @@ class Corpus:
     def _iter_seqs(self, batch_size: int, seqs: list[int]) -> Iterator[list[Document]]:
         for page in chunked(seqs, batch_size):
             batch: list[Document] = []
-            with self._lock:
+            with self._guard():
                 for chunk in chunked(page, _SQL_CHUNK):
                     rows = self._conn.execute(
                         "SELECT id, text, metadata FROM documents "
@@ -321,7 +384,7 @@ class Corpus:
     def _iter_all(self, batch_size: int) -> Iterator[list[Document]]:
         last_seq = -1
         while True:
-            with self._lock:
+            with self._guard():
                 rows = self._conn.execute(
                     "SELECT seq, id, text, metadata FROM documents WHERE seq > ? ORDER BY seq LIMIT ?",
                     (last_seq, batch_size),
@@ -359,7 +422,7 @@ class Corpus:
                 f"WHERE json_type(d.metadata, ?) != 'object' AND ({' OR '.join(alternatives)}))"
             )
         where = " AND ".join(clauses) or "1"
-        with self._lock:
+        with self._guard():
             return {row[0] for row in self._conn.execute(f"SELECT id FROM documents AS d WHERE {where}", params)}
 
     # ------------------------------------------------------------------ answers
@@ -386,7 +449,7 @@ class Corpus:
         _check_str("collection", collection)
         wanted = list(dict.fromkeys(validate_ids(ids)))
         found: dict[str, str] = {}
-        with self._lock:
+        with self._guard():
             for chunk in chunked(wanted, _SQL_CHUNK):
                 rows = self._conn.execute(
                     "SELECT doc_id, answer FROM answers "
@@ -433,7 +496,7 @@ class Corpus:
             "LEFT JOIN embedded AS e ON e.collection = ? AND e.doc_id = d.id "
             "WHERE (e.text_hash IS NULL OR e.text_hash != d.text_hash)"
         )
-        with self._lock:
+        with self._guard():
             if ids is None:
                 rows = self._conn.execute(query, (collection,)).fetchall()
             else:
@@ -443,6 +506,23 @@ class Corpus:
                         f"{query} AND d.id IN ({_placeholders(len(chunk))})", [collection, *chunk]
                     ).fetchall()
         return [doc_id for _, doc_id in sorted(rows)]
+
+    def pending_count(self, collection: str) -> int:
+        """How many documents lack an up-to-date vector in ``collection`` (0: it is complete)."""
+        _check_str("collection", collection)
+        with self._guard():
+            return self._conn.execute(
+                "SELECT COUNT(*) FROM documents AS d LEFT JOIN embedded AS e "
+                "ON e.collection = ? AND e.doc_id = d.id WHERE e.text_hash IS NULL OR e.text_hash != d.text_hash",
+                (collection,),
+            ).fetchone()[0]
+
+    def embedded_count(self, collection: str) -> int:
+        """How many vectors the corpus has recorded as durable in ``collection``."""
+        _check_str("collection", collection)
+        with self._guard():
+            return self._conn.execute("SELECT COUNT(*) FROM embedded WHERE collection = ?",
+                                      (collection,)).fetchone()[0]
 
     def forget_collection(self, collection: str) -> None:
         """Drop everything the corpus keeps about a collection (embedded hashes and answers)."""
@@ -455,7 +535,7 @@ class Corpus:
 
     def get_meta(self, key: str) -> str | None:
         _check_str("meta key", key)
-        with self._lock:
+        with self._guard():
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
@@ -479,7 +559,7 @@ class Corpus:
     def _hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """Stored text hashes of the ids that exist."""
         found: dict[str, str] = {}
-        with self._lock:
+        with self._guard():
             for chunk in chunked(ids, _SQL_CHUNK):
                 rows = self._conn.execute(
                     f"SELECT id, text_hash FROM documents WHERE id IN ({_placeholders(len(chunk))})", chunk

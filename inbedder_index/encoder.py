@@ -66,6 +66,9 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 def _check_instructions(instruction: str | Sequence[str]) -> list[str]:
+    if not isinstance(instruction, (str, Sequence)) or isinstance(instruction, bytes):
+        raise TypeError(f"instruction must be a string or a list of strings, got {type(instruction).__name__}; "
+                        "InBedder needs a question to answer, e.g. 'What is the topic of this text?'")
     items = [instruction] if isinstance(instruction, str) else list(instruction)
     if not items:
         raise ValueError("instruction list is empty; give at least one instruction")

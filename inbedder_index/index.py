@@ -5,14 +5,12 @@ Layout under ``path``::
     corpus.sqlite      documents (id, text, metadata), the manifest, per-collection state
     lock               held (flock) by the one writer; the kernel frees it if the process dies
     faiss/<name>/      one FAISS collection per instruction      (backend="faiss")
-    qdrant/            Qdrant's embedded storage                  (backend="qdrant", no url)
+    qdrant-edge/       Qdrant's engine, embedded                  (backend="qdrant", no url)
 
-The corpus records, per collection, the text hash each stored vector was computed from.
-Every change first commits to the corpus, then brings each collection in step by encoding
-exactly the documents whose recorded hash is missing or stale, and records them only after
-the backend made them durable. A process killed at any point therefore leaves an index that
-opens, and the next write (or ``add_instruction`` of the same instruction) finishes the work:
-vectors are keyed by document id, so nothing is lost and nothing is duplicated.
+Every change first commits to the corpus, then brings each collection in step (``sync.py``).
+A process killed at any point leaves an index that opens, and the next write finishes the
+work it left: every write, and ``stats()``, first looks for documents whose vectors are
+missing or stale. Everything a call could refuse is checked before its first write.
 
 InBedder is symmetric: a query is embedded under the collection's instruction exactly like a
 document, so "find texts whose answer to *this question* is like this text's" is the search.
@@ -21,35 +19,36 @@ document, so "find texts whose answer to *this question* is like this text's" is
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
-import re
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .backends import make_qdrant_client, open_backend
-from .backends.base import VectorBackend, validate_filter
-from .corpus import Corpus, Document
+from .backends.base import VectorBackend, validate_filter, validate_ids
+from .corpus import CORPUS_FILENAME, Corpus, Document
 from .encoder import InBedder
-from .errors import IndexLockedError, InBedderError, ModelMismatchError, UnknownInstructionError
+from .errors import IndexLockedError, InBedderError
+from .manifest import BACKENDS, MANIFEST_KEY, Manifest, ManifestError
 from .models import DEFAULT_MODEL
+from .safepath import inside, open_regular
+from .storage import MissingCollectionError, Storage
+from .sync import Sync
 
 logger = logging.getLogger(__name__)
 
-_MANIFEST_KEY = "manifest"
-_MANIFEST_VERSION = 1
-_BACKENDS = ("faiss", "qdrant")
-_CHECKPOINT_SECONDS = 30.0  # how often a long build makes its vectors durable ...
-_CHECKPOINT_DOCS = 8192  # ... or after this many vectors, which bounds what waits in memory
+LOCK_FILENAME = "lock"
+
+
+class IndexClosedError(InBedderError, RuntimeError):
+    """A method was called on an index after ``close()``."""
+
+
+class IncompleteIndexError(InBedderError, RuntimeError):
+    """A collection holds no vectors although the corpus has documents."""
 
 
 @dataclass(frozen=True)
@@ -80,14 +79,34 @@ def as_document(item: DocumentLike, position: int) -> Document:
     raise TypeError(f"document {position} is a {type(item).__name__}; give a Document, a mapping or an (id, text) pair")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _document_list(docs: Iterable[DocumentLike]) -> Iterable[DocumentLike]:
+    if isinstance(docs, (str, bytes, Mapping, Document)):
+        raise TypeError(f"give a list of documents, not a single {type(docs).__name__}")
+    return docs
 
 
-def collection_name(prefix: str, fingerprint: str, instruction: str) -> str:
-    """Deterministic from the index's prefix, the model fingerprint and the instruction."""
-    digest = hashlib.sha256(f"{fingerprint}\0{instruction}".encode()).hexdigest()[:16]
-    return f"{prefix}_{digest}"
+def _index_path(path: str | os.PathLike[str]) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"give the index folder's path, not {path!r} (an empty path would turn the current "
+                         "folder into an index)")
+    resolved = Path(path).expanduser()
+    if resolved.exists() and not resolved.is_dir():
+        raise NotADirectoryError(f"{resolved} exists and is not a folder; an index is a folder")
+    return resolved
+
+
+def _check_encoder_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Settings checked at open, so a bad one is refused before anything is written."""
+    for key in ("max_length", "batch_size"):
+        value = kwargs.get(key)
+        minimum = 8 if key == "max_length" else 1
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 class InstructionIndex:
@@ -107,125 +126,127 @@ class InstructionIndex:
         qdrant_api_key: str | None = None,
         hnsw: bool = False,
         read_only: bool = False,
+        legacy_qdrant: bool = False,
         **encoder_kwargs: Any,
     ) -> InstructionIndex:
         """Open the index at ``path``, creating it when absent.
 
         ``model`` defaults to the model the index was built with (or the default model for a
         new index) and is loaded only when something needs vectors. ``backend`` is "faiss"
-        (embedded, the default) or "qdrant": embedded under ``path``, or the server at
-        ``qdrant_url``. ``hnsw=True`` makes new collections approximate (HNSW) for large
-        corpora. ``read_only=True`` opens without the writer lock (FAISS only: Qdrant's
-        embedded mode admits one process).
+        (embedded, the default) or "qdrant": Qdrant's engine embedded under ``path``, or the
+        server at ``qdrant_url`` (recorded in the manifest; the API key never is).
+        ``hnsw=True`` makes new FAISS collections approximate (HNSW) for large corpora.
+        ``read_only=True`` opens without the writer lock and never writes. ``legacy_qdrant``
+        opens an index kept in qdrant-client's old local storage, which unpickles its data:
+        only for folders you trust, to migrate them.
         """
         self = cls.__new__(cls)
-        self._setup(Path(path).expanduser(), model, backend, qdrant_url, qdrant_api_key, hnsw, read_only,
-                    encoder_kwargs)
+        self._setup(_index_path(path), model, backend, qdrant_url, qdrant_api_key, hnsw, read_only,
+                    legacy_qdrant, encoder_kwargs)
         return self
 
-    def _setup(
-        self,
-        path: Path,
-        model: str | InBedder | None,
-        backend: str | None,
-        qdrant_url: str | None,
-        qdrant_api_key: str | None,
-        hnsw: bool,
-        read_only: bool,
-        encoder_kwargs: dict[str, Any],
-    ) -> None:
-        if path.exists() and not path.is_dir():
-            raise NotADirectoryError(f"{path} exists and is not a folder; an index is a folder")
-        if read_only and not (path / "corpus.sqlite").exists():
+    def _setup(self, path: Path, model: str | InBedder | None, backend: str | None, qdrant_url: str | None,
+               qdrant_api_key: str | None, hnsw: bool, read_only: bool, legacy_qdrant: bool,
+               encoder_kwargs: dict[str, Any]) -> None:
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if qdrant_url and backend == "faiss":
+            raise ValueError("qdrant_url is given but the backend is 'faiss'; pass backend='qdrant'")
+        _check_encoder_kwargs(encoder_kwargs)
+        if read_only and not (path / CORPUS_FILENAME).exists():
             raise FileNotFoundError(f"no index at {path} to open read-only")
         self.path = path
         self.read_only = read_only
-        self._lock_handle = None
-        self._backends: dict[str, VectorBackend] = {}
-        self._qdrant = None
-        self._qdrant_url = qdrant_url
-        path.mkdir(parents=True, exist_ok=True)
-        if not read_only:
-            self._lock()
+        self._lock_fd: int | None = None
+        self._corpus_handle: Corpus | None = None
+        self._storage: Storage | None = None
+        self._encoder_kwargs = encoder_kwargs
+        created_folder = not path.exists()
+        created_corpus = not (path / CORPUS_FILENAME).exists()
         try:
-            self._corpus = Corpus(path / "corpus.sqlite")
-            stored = self._corpus.get_meta(_MANIFEST_KEY)
-            self._manifest: dict[str, Any] = json.loads(stored) if stored else {}
-            self._check_options(backend, qdrant_url, hnsw)
-            self._encoder_kwargs = encoder_kwargs
+            path.mkdir(parents=True, exist_ok=True)
+            if not read_only:
+                self._lock()
+            self._corpus_handle = Corpus(inside(path, CORPUS_FILENAME), read_only=read_only)
+            corpus_file = self._corpus_handle.path
+            manifest = Manifest.parse(self._corpus_handle.get_meta(MANIFEST_KEY), corpus_file)
+            changed = manifest is None
+            if manifest is None:
+                if read_only:
+                    raise ManifestError(f"{corpus_file} has no index manifest; it is not an index")
+                chosen = backend or ("qdrant" if qdrant_url else "faiss")
+                manifest = Manifest.new(chosen, qdrant_url, hnsw, corpus_file)
+            elif not read_only and manifest.upgrade():
+                if manifest.backend == "qdrant":
+                    manifest.data["qdrant_url"] = qdrant_url
+                changed = True
+            manifest.check_backend(path, backend, qdrant_url)
+            self._manifest = manifest
+            self.backend = manifest.backend
+            self.hnsw = hnsw or bool(manifest.data.get("hnsw"))
+            self._qdrant_url = manifest.data.get("qdrant_url") or qdrant_url
+            self._storage = Storage(path, self.backend, index_id=manifest.index_id, qdrant_url=self._qdrant_url,
+                                    qdrant_api_key=qdrant_api_key, qdrant_storage=manifest.data.get("qdrant_storage"),
+                                    read_only=read_only, legacy_qdrant=legacy_qdrant)
+            self._sync = Sync(self._corpus_handle, self._storage, manifest, self._save_manifest)
             self._encoder = InBedder(model, **encoder_kwargs) if isinstance(model, str) else model
             if self._encoder is not None:
                 self._check_model(self._encoder)
-            if self.backend == "qdrant":
-                self._qdrant = make_qdrant_client(
-                    path=None if qdrant_url else path / "qdrant", url=qdrant_url, api_key=qdrant_api_key
-                )
+            if not read_only:
+                self._finish_drops()
+                if changed:
+                    self._save_manifest()
         except BaseException:
-            self.close()
+            self._abandon(created_folder, created_corpus)
             raise
 
-    def _lock(self) -> None:
-        handle = open(self.path / "lock", "a+")
+    def _abandon(self, created_folder: bool, created_corpus: bool) -> None:
+        """A failed open leaves nothing behind that it created (a later open starts afresh)."""
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.close()
+        except InBedderError:
+            pass
+        if self.read_only:
+            return
+        if created_corpus:
+            for suffix in ("", "-wal", "-shm"):
+                (self.path / f"{CORPUS_FILENAME}{suffix}").unlink(missing_ok=True)
+            (self.path / LOCK_FILENAME).unlink(missing_ok=True)
+        if created_folder:
+            try:
+                self.path.rmdir()
+            except OSError:  # something else was put there meanwhile: leave it
+                pass
+
+    def _lock(self) -> None:
+        lock_path = self.path / LOCK_FILENAME
+        fd = open_regular(lock_path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
             raise IndexLockedError(
                 f"{self.path} is open for writing by {holder}; close it there first, "
                 "or open this one with read_only=True to search"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._lock_handle = handle
-
-    def _check_options(self, backend: str | None, qdrant_url: str | None, hnsw: bool) -> None:
-        recorded = self._manifest.get("backend")
-        chosen = backend or recorded or ("qdrant" if qdrant_url else "faiss")
-        if chosen not in _BACKENDS:
-            raise ValueError(f"unknown backend {chosen!r}; use one of {', '.join(_BACKENDS)}")
-        if qdrant_url and chosen != "qdrant":
-            raise ValueError("qdrant_url is given but the backend is 'faiss'; pass backend='qdrant'")
-        if recorded and recorded != chosen:
-            raise ValueError(f"{self.path} was built with backend {recorded!r}, not {chosen!r}")
-        self.backend = chosen
-        self.hnsw = hnsw or bool(self._manifest.get("hnsw"))
-        if not self._manifest:
-            self._manifest = {
-                "version": _MANIFEST_VERSION,
-                "backend": chosen,
-                "hnsw": hnsw,
-                "model": None,
-                "collections": {},
-                "created": _now(),
-            }
-        elif self._manifest.get("version") != _MANIFEST_VERSION:
-            raise InBedderError(f"{self.path} has manifest version {self._manifest.get('version')}; "
-                                f"this library reads version {_MANIFEST_VERSION}")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._lock_fd = fd
 
     def _check_model(self, encoder: InBedder) -> None:
-        recorded = self._manifest["model"]
-        if recorded is None:
-            if not self.read_only:
-                self._manifest["model"] = {"id": encoder.model_id, "fingerprint": encoder.fingerprint,
-                                           "dim": encoder.dim, "max_length": encoder.max_length}
-                self._save_manifest()
-            return
-        if recorded["fingerprint"] != encoder.fingerprint:
-            raise ModelMismatchError(
-                f"{self.path} was built with model {recorded['id']!r} (fingerprint {recorded['fingerprint']}), "
-                f"but it was opened with {encoder.model_id!r} (fingerprint {encoder.fingerprint}); "
-                f"open it with model={recorded['id']!r}, or build a new index for the new model"
-            )
+        self._manifest.check_model(self.path, encoder.model_id, encoder.fingerprint)
+        if self._manifest.data["model"] is None and not self.read_only:
+            self._manifest.data["model"] = {"id": encoder.model_id, "fingerprint": encoder.fingerprint,
+                                            "dim": encoder.dim, "max_length": encoder.max_length}
+            self._save_manifest()
 
     @property
     def encoder(self) -> InBedder:
         """The model, loaded on first use (listing and inspecting an index never loads it)."""
+        self._open_corpus()
         if self._encoder is None:
-            recorded = self._manifest["model"]
+            recorded = self._manifest.data["model"]
             name = recorded["id"] if recorded else DEFAULT_MODEL
             kwargs = dict(self._encoder_kwargs)
             if recorded:
@@ -242,19 +263,18 @@ class InstructionIndex:
     # ----------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Make everything durable and release the writer lock."""
-        for backend in getattr(self, "_backends", {}).values():
-            backend.close()
-        self._backends = {}
-        if getattr(self, "_qdrant", None) is not None:
-            self._qdrant.close()
-            self._qdrant = None
-        if getattr(self, "_corpus", None) is not None:
-            self._corpus.close()
-            self._corpus = None  # type: ignore[assignment]
-        if getattr(self, "_lock_handle", None) is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
+        """Make everything durable and release the writer lock (closing twice is harmless)."""
+        try:
+            if self._storage is not None:
+                self._storage.close()
+        finally:
+            self._storage = None
+            if self._corpus_handle is not None:
+                self._corpus_handle.close()
+                self._corpus_handle = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> InstructionIndex:
         return self
@@ -263,59 +283,85 @@ class InstructionIndex:
         self.close()
 
     def __len__(self) -> int:
-        return len(self._corpus)
+        return len(self._open_corpus())
+
+    def _open_corpus(self) -> Corpus:
+        if self._corpus_handle is None:
+            raise IndexClosedError(f"the index at {self.path} is closed; open it again with InstructionIndex.open")
+        return self._corpus_handle
+
+    @property
+    def _corpus(self) -> Corpus:
+        return self._open_corpus()
 
     # ----------------------------------------------------------------- manifest
 
     def _save_manifest(self) -> None:
-        self._corpus.set_meta(_MANIFEST_KEY, json.dumps(self._manifest, sort_keys=True))
+        self._corpus.set_meta(MANIFEST_KEY, self._manifest.dumps())
 
     def _writable(self) -> None:
+        self._open_corpus()
         if self.read_only:
             raise InBedderError(f"{self.path} is open read-only; open it without read_only=True to change it")
 
+    def _begin_write(self) -> None:
+        """Refuse a closed or read-only index, then finish what an interrupted write left."""
+        self._writable()
+        unfinished = self._sync.unfinished()
+        if unfinished:
+            logger.warning("%s: finishing an interrupted write (%s)", self.path,
+                           ", ".join(repr(i) for i in unfinished))
+            self._sync.run(self.encoder, unfinished, None, answers=self._answers(unfinished))
+
+    def _finish_drops(self) -> None:
+        """Delete the collections of an interrupted ``drop_instruction`` (already out of the manifest)."""
+        for name in list(self._manifest.dropping):
+            self._storage.drop_name(name, dim=1)
+            self._manifest.dropping.remove(name)
+            self._save_manifest()
+
     def instructions(self) -> list[str]:
         """The instructions this index has a collection for, oldest first."""
-        return list(self._manifest["collections"])
+        self._open_corpus()
+        return self._manifest.instructions()
 
     def _entry(self, instruction: str) -> dict[str, Any]:
-        entry = self._manifest["collections"].get(instruction)
-        if entry is None:
-            known = "; ".join(repr(i) for i in self.instructions()) or "none yet"
-            raise UnknownInstructionError(
-                f"no collection for instruction {instruction!r}; known instructions: {known}. "
-                "Add it with add_instruction() (CLI: inbedder-index build --instruction ...)"
-            )
-        return entry
+        self._open_corpus()
+        return self._manifest.entry(instruction)
 
     def _backend(self, instruction: str) -> VectorBackend:
-        entry = self._entry(instruction)
-        name = entry["name"]
-        if name not in self._backends:
-            self._backends[name] = open_backend(
-                self.backend, directory=self.path / "faiss", name=name, dim=entry["dim"], create=True,
-                hnsw=entry.get("hnsw", False), qdrant_client=self._qdrant,
-            )
-        return self._backends[name]
+        """A collection for reading: never created by a read, an error naming it when it is missing."""
+        return self._storage.collection(self._entry(instruction))
 
-    def _prefix(self) -> str:
-        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", self.path.resolve().name).strip("-") or "index"
-        return f"ib_{stem[:40]}"
+    def _answers(self, instructions: Sequence[str]) -> bool:
+        return any(self._entry(i).get("answers", True) for i in instructions)
 
     # ----------------------------------------------------------------- documents
 
+    def _prepare_documents(self, docs: Iterable[DocumentLike]) -> list[Document]:
+        """Documents checked, and everything their encoding needs opened, before any write."""
+        documents = [as_document(d, i) for i, d in enumerate(_document_list(docs))]
+        instructions = self.instructions()
+        if instructions and documents:
+            self.encoder  # noqa: B018 - a model that cannot load (or a bad setting) fails before the corpus changes
+            for instruction in instructions:
+                self._sync.collection(instruction)  # a corrupt collection fails now, not after the corpus write
+        return documents
+
     def add(self, docs: Iterable[DocumentLike]) -> list[str]:
         """Add new documents (an id that exists is an error: use ``upsert``). Returns their ids."""
-        self._writable()
-        documents = [as_document(d, i) for i, d in enumerate(docs)]
+        self._begin_write()
+        documents = [as_document(d, i) for i, d in enumerate(_document_list(docs))]
+        self._corpus.refuse_existing([d.id for d in documents])
+        self._prepare_documents(documents)
         self._corpus.add(documents)
         self._sync_all([d.id for d in documents])
         return [d.id for d in documents]
 
     def upsert(self, docs: Iterable[DocumentLike]) -> list[str]:
         """Insert or replace documents; only new or changed texts are encoded. Returns the ids encoded."""
-        self._writable()
-        documents = [as_document(d, i) for i, d in enumerate(docs)]
+        self._begin_write()
+        documents = self._prepare_documents(docs)
         changed = self._corpus.upsert(documents)
         encoded = set(changed)  # re-encoded documents get fresh payloads with their vectors
         self._refresh_payloads([d for d in documents if d.id not in encoded])
@@ -324,18 +370,15 @@ class InstructionIndex:
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         """Delete documents from the corpus and every collection. Returns the ids that existed."""
-        self._writable()
-        wanted = list(ids)
-        for position, doc_id in enumerate(wanted):
-            if not isinstance(doc_id, str):
-                raise TypeError(f"ids[{position}] is {type(doc_id).__name__}, not str")
+        wanted = validate_ids(ids)  # a bare string is refused, not read as one id per character
+        self._begin_write()
+        backends = [self._sync.collection(instruction) for instruction in self.instructions()]
         existed = self._corpus.delete(wanted)
-        for instruction in self.instructions():
-            backend = self._backend(instruction)
+        for instruction, backend in zip(self.instructions(), backends):
             backend.delete(existed)
             backend.flush()
-            self._entry(instruction)["count"] = backend.count()
-            self._entry(instruction)["updated"] = _now()
+            entry = self._entry(instruction)
+            entry["count"] = backend.count()
         if existed:
             self._save_manifest()
         return existed
@@ -361,7 +404,7 @@ class InstructionIndex:
         if not documents:
             return
         for instruction in self.instructions():
-            backend = self._backend(instruction)
+            backend = self._sync.collection(instruction)
             if not backend.filters_payload:  # metadata is filtered through the corpus: nothing to refresh
                 continue
             vectors = backend.get_vectors([d.id for d in documents])
@@ -369,6 +412,11 @@ class InstructionIndex:
             if present:
                 backend.upsert([d.id for d in present], np.stack([vectors[d.id] for d in present]),
                                [d.metadata for d in present])
+
+    def _sync_all(self, ids: Sequence[str]) -> None:
+        instructions = self.instructions()
+        if instructions and ids:
+            self._sync.run(self.encoder, instructions, ids, answers=self._answers(instructions))
 
     # ----------------------------------------------------------------- instructions
 
@@ -392,120 +440,52 @@ class InstructionIndex:
         wanted = list(dict.fromkeys(instructions))
         if not wanted:
             raise ValueError("give at least one instruction")
+        _check_batch_size(batch_size)
         for instruction in wanted:
             if not isinstance(instruction, str) or not instruction.strip():
                 raise ValueError(f"instruction {instruction!r} is empty or not a string")
         encoder = self.encoder
+        prompts = getattr(encoder, "prompts", None)  # adapters over other embedders have no prompt rule
         for instruction in wanted:
-            if instruction not in self._manifest["collections"]:
-                self._manifest["collections"][instruction] = {
-                    "instruction": instruction,
-                    "name": collection_name(self._prefix(), encoder.fingerprint, instruction),
-                    "fingerprint": encoder.fingerprint,
-                    "dim": encoder.dim,
-                    "hnsw": self.hnsw,
-                    "count": 0,
-                    "answers": answers,
-                    "created": _now(),
-                    "updated": _now(),
-                }
+            if prompts is not None:
+                prompts.input_budget(instruction)  # too long for max_length: refused before it is registered
+        new = [i for i in wanted if i not in self._manifest.collections]
+        for instruction in new:
+            self._manifest.add_entry(self.path, instruction, encoder.fingerprint, encoder.dim, self.hnsw, answers)
+        try:
+            for instruction in new:
+                self._sync.collection(instruction)
+        except BaseException:
+            for instruction in new:
+                del self._manifest.collections[instruction]
+            raise
         self._save_manifest()
-        return self._sync(wanted, None, answers=answers, show_progress_bar=show_progress_bar, batch_size=batch_size)
+        return self._sync.run(encoder, wanted, None, answers=answers, show_progress_bar=show_progress_bar,
+                              batch_size=batch_size)
 
     def ensure_instruction(self, instruction: str, *, answers: bool = True) -> str:
         """Build ``instruction``'s collection if it is new (a read-only index only checks it exists)."""
-        if instruction not in self._manifest["collections"]:
+        if instruction not in self._manifest.collections:
             if self.read_only:
                 self._entry(instruction)  # raises UnknownInstructionError listing the known ones
             self.add_instruction(instruction, answers=answers)
         return instruction
 
     def drop_instruction(self, instruction: str) -> None:
-        """Delete an instruction's collection (the corpus and other collections stay)."""
+        """Delete an instruction's collection (the corpus and other collections stay).
+
+        The manifest forgets it first (and remembers the name until the data is gone), so a
+        drop cut short never leaves an index that counts a collection it no longer has.
+        """
         self._writable()
         entry = self._entry(instruction)
-        self._backend(instruction).drop()
-        self._backends.pop(entry["name"], None)
-        self._corpus.forget_collection(entry["name"])
-        del self._manifest["collections"][instruction]
-        self._save_manifest()
-
-    def _sync_all(self, ids: Sequence[str]) -> None:
-        instructions = self.instructions()
-        if instructions:
-            answers = any(self._entry(i).get("answers", True) for i in instructions)
-            self._sync(instructions, ids, answers=answers, show_progress_bar=None, batch_size=256)
-
-    def _sync(self, instructions: Sequence[str], ids: Sequence[str] | None, *, answers: bool,
-              show_progress_bar: bool | None, batch_size: int) -> int:
-        """Encode what each collection lacks (or holds stale), checkpointing as it goes.
-
-        ``ids`` narrows the work to documents just changed; ``None`` checks the whole corpus
-        (how an interrupted build resumes).
-        """
-        names = {instruction: self._entry(instruction)["name"] for instruction in instructions}
-        if ids is None:
-            self._drop_orphans(instructions)
-        total = len(self._corpus) if ids is None else len(ids)
-        if total == 0:
-            return 0
-        encoder = self.encoder
-        show = total >= 256 if show_progress_bar is None else show_progress_bar
-        last_checkpoint = time.monotonic()
-        pending: dict[str, dict[str, str]] = {instruction: {} for instruction in instructions}
-        encoded = 0
-        # Streamed: staleness is checked batch by batch, so memory holds one batch and what awaits
-        # the next checkpoint, never the whole corpus.
-        with tqdm(total=total, desc="indexing", unit="doc", disable=not show) as bar:
-            for batch in self._corpus.iter_batches(batch_size, ids=ids):
-                batch_ids = [d.id for d in batch]
-                stale = {i: set(self._corpus.stale_ids(names[i], batch_ids)) for i in instructions}
-                needing = [i for i in instructions if stale[i]]
-                todo = [d for d in batch if any(d.id in stale[i] for i in needing)]
-                if todo:
-                    results = encoder.encode([d.text for d in todo], needing, return_answers=answers,
-                                             show_progress_bar=False)
-                    encoded += len(todo)
-                for instruction in needing:
-                    vectors, batch_answers = results[instruction] if answers else (results[instruction], None)
-                    rows = [row for row, d in enumerate(todo) if d.id in stale[instruction]]
-                    chosen = [todo[row] for row in rows]
-                    self._backend(instruction).upsert([d.id for d in chosen], vectors[rows],
-                                                      [d.metadata for d in chosen])
-                    pending[instruction].update({d.id: d.text_hash for d in chosen})
-                    if batch_answers is not None:
-                        self._corpus.set_answers(names[instruction], {d.id: batch_answers[r] for r, d in zip(rows, chosen)})
-                bar.update(len(batch))
-                waiting = sum(len(done) for done in pending.values())
-                if waiting >= _CHECKPOINT_DOCS or time.monotonic() - last_checkpoint > _CHECKPOINT_SECONDS:
-                    self._checkpoint(pending, names)
-                    last_checkpoint = time.monotonic()
-        self._checkpoint(pending, names)
-        return encoded
-
-    def _drop_orphans(self, instructions: Sequence[str]) -> None:
-        """Remove vectors of documents deleted from the corpus by a write that was cut short."""
-        corpus_ids = set(self._corpus.ids())
-        for instruction in instructions:
-            backend = self._backend(instruction)
-            orphans = sorted(backend.ids() - corpus_ids)
-            if orphans:
-                logger.info("removing %d vectors of deleted documents from %r", len(orphans), instruction)
-                backend.delete(orphans)
-                backend.flush()
-
-    def _checkpoint(self, pending: dict[str, dict[str, str]], names: Mapping[str, str]) -> None:
-        """Make vectors durable, then record them: a crash between the two only repeats work."""
-        for instruction, done in pending.items():
-            if not done:
-                continue
-            backend = self._backend(instruction)
-            backend.flush()
-            self._corpus.mark_embedded(names[instruction], done)
-            entry = self._entry(instruction)
-            entry["count"] = backend.count()
-            entry["updated"] = _now()
-            done.clear()
+        with self._corpus.transaction():
+            del self._manifest.collections[instruction]
+            self._manifest.dropping.append(entry["name"])
+            self._corpus.forget_collection(entry["name"])
+            self._save_manifest()
+        self._storage.drop(entry)
+        self._manifest.dropping.remove(entry["name"])
         self._save_manifest()
 
     # ----------------------------------------------------------------- search
@@ -514,7 +494,7 @@ class InstructionIndex:
         """The ``k`` documents nearest to ``query`` when both are embedded under ``instruction``."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, not {type(query).__name__}")
-        self._entry(instruction)
+        self._backend(instruction)  # an unknown or missing collection fails before the model loads
         vector = self.encoder.encode([query], instruction)[0]
         return self.search_by_vector(vector, instruction, k=k, filter=filter)
 
@@ -525,6 +505,11 @@ class InstructionIndex:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         validate_filter(filter)
         backend = self._backend(instruction)
+        if backend.count() == 0 and len(self._corpus):
+            raise IncompleteIndexError(
+                f"the collection of {instruction!r} holds no vectors, though the index has {len(self._corpus)} "
+                f"documents; finish it with: inbedder-index build {self.path} --instruction {instruction!r}"
+            )
         candidates = None
         if filter and not backend.filters_payload:
             candidates = self._corpus.ids_matching(filter)
@@ -559,14 +544,30 @@ class InstructionIndex:
 
     # ----------------------------------------------------------------- inspection
 
+    def _collection_stats(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A manifest entry with what is really stored: the backend's count and the pending work."""
+        stats = dict(entry)
+        stats["pending"] = self._corpus.pending_count(entry["name"])
+        try:
+            stats["count"] = self._storage.collection(entry).count()
+            stats["problem"] = None
+        except MissingCollectionError as exc:
+            stats["count"] = 0
+            stats["problem"] = str(exc)
+        if stats["pending"] and stats["problem"] is None:
+            stats["problem"] = (f"{stats['pending']} documents have no up-to-date vector (an interrupted write); "
+                                "the next write, or `inbedder-index build` with this instruction, finishes it")
+        return stats
+
     def stats(self) -> dict[str, Any]:
-        """What is stored: documents, backend, model and each collection's manifest entry."""
+        """What is stored: documents, backend, model and each collection, with any unfinished work."""
         return {
             "path": str(self.path),
+            "index_id": self._manifest.index_id,
             "documents": len(self._corpus),
             "backend": self.backend,
             "qdrant_url": self._qdrant_url,
             "hnsw": self.hnsw,
-            "model": self._manifest["model"],
-            "collections": [dict(entry) for entry in self._manifest["collections"].values()],
+            "model": self._manifest.data["model"],
+            "collections": [self._collection_stats(entry) for entry in self._manifest.collections.values()],
         }

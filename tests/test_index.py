@@ -203,11 +203,11 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {tests!r})
-    import inbedder_index.index as index_module
+    import inbedder_index.sync as sync_module
     from inbedder_index import InBedder, InstructionIndex
     from tiny_models import make_model
 
-    index_module._CHECKPOINT_SECONDS = 0.0  # make every batch durable, so the kill lands between checkpoints
+    sync_module.CHECKPOINT_SECONDS = 0.0  # make every batch durable, so the kill lands between checkpoints
     model, tokenizer = make_model("llama")
     encoder = InBedder.from_model(model, tokenizer, model_id="tiny-llama", max_length=96)
     original = encoder.encode

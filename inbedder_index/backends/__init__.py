@@ -42,17 +42,21 @@ def open_backend(
     ef_construction: int = 200,
     ef_search: int = 128,
     qdrant_client: QdrantClient | None = None,
+    read_only: bool = False,
+    index_id: str | None = None,
 ) -> VectorBackend:
     """Open (or with ``create=True`` create) the collection ``name`` of the given kind.
 
     FAISS keeps its files under ``directory / name``; Qdrant needs ``qdrant_client`` (see
     :func:`make_qdrant_client`), shared by every collection of an index, and ignores
-    ``directory``.
+    ``directory``. ``read_only`` opens never change anything on disk (not even leftover
+    temporary files, which may belong to a running writer). ``index_id`` tags a Qdrant
+    collection's points with the index that owns them.
     """
     if kind == "faiss":
         return FaissBackend(
             directory, name, dim, create=create, hnsw=hnsw, hnsw_m=hnsw_m,
-            ef_construction=ef_construction, ef_search=ef_search,
+            ef_construction=ef_construction, ef_search=ef_search, read_only=read_only,
         )
     if kind == "qdrant":
         if qdrant_client is None:

@@ -45,7 +45,7 @@ import logging
 import os
 import shutil
 import struct
-import tempfile
+import secrets
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CollectionCorruptError, CollectionNotFoundError
+from ._faiss_format import check_stream
 from .base import (
     VectorBackend,
     import_optional,
@@ -108,6 +109,7 @@ class FaissBackend(VectorBackend):
         hnsw_m: int = 32,
         ef_construction: int = 200,
         ef_search: int = 128,
+        read_only: bool = False,
     ) -> None:
         super().__init__(name, dim)
         validate_hnsw_params(hnsw_m, ef_construction, ef_search)
@@ -123,11 +125,15 @@ class FaissBackend(VectorBackend):
         self._doc_of: dict[int, str] = {}
         self._tombstones: set[int] = set()
         self._next_id = 0
+        self._read_only = read_only
+        if self._folder.is_symlink() or self._path.is_symlink():
+            raise CollectionCorruptError(f"{self._folder} or its file is a symbolic link; refusing to open it")
         if self._path.exists():
-            self._remove_stale_temp_files()
+            if not read_only:  # only the writer may: a temporary file can be a running writer's
+                self._remove_stale_temp_files()
             self._load()
             self._dirty = False
-        elif create:
+        elif create and not read_only:
             self._folder.mkdir(parents=True, exist_ok=True)
             self._index = self._new_index()
             self._dirty = True
@@ -152,7 +158,7 @@ class FaissBackend(VectorBackend):
     ) -> None:
         doc_ids, matrix, _ = validate_upsert(ids, vectors, payloads, self.dim)
         with self._lock:
-            self._ensure_open()
+            self._ensure_writable()
             if not doc_ids:
                 return
             self._remove([doc_id for doc_id in doc_ids if doc_id in self._int_of])
@@ -168,7 +174,7 @@ class FaissBackend(VectorBackend):
     def delete(self, ids: Sequence[str]) -> None:
         doc_ids = validate_ids(ids)
         with self._lock:
-            self._ensure_open()
+            self._ensure_writable()
             present = [doc_id for doc_id in dict.fromkeys(doc_ids) if doc_id in self._int_of]
             if present:
                 self._remove(present)
@@ -233,9 +239,17 @@ class FaissBackend(VectorBackend):
 
     def drop(self) -> None:
         with self._lock:
+            self._ensure_writable()
             self._closed = True
+            if self._folder.is_symlink():  # never delete through a link
+                raise CollectionCorruptError(f"{self._folder} is a symbolic link; refusing to delete through it")
             shutil.rmtree(self._folder, ignore_errors=True)
             logger.info("dropped FAISS collection %r (%s)", self.name, self._folder)
+
+    def _ensure_writable(self) -> None:
+        self._ensure_open()
+        if self._read_only:
+            raise RuntimeError(f"FAISS collection {self.name!r} is open read-only")
 
     # ------------------------------------------------------------------ index
 
@@ -316,7 +330,9 @@ class FaissBackend(VectorBackend):
                 "tombstones": sorted(self._tombstones),
             }
         ).encode("ascii")
-        fd, temp_name = tempfile.mkstemp(dir=self._folder, prefix=f".{FILENAME}.", suffix=".tmp")
+        temp = self._folder / f".{FILENAME}.{secrets.token_hex(8)}.tmp"
+        # os.open with 0o666 lets the umask decide the file's mode, as for any file the user creates
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(MAGIC)
@@ -325,9 +341,9 @@ class FaissBackend(VectorBackend):
                 self._faiss.write_index(self._index, self._faiss.PyCallbackIOWriter(file.write))
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(temp_name, self._path)
+            os.replace(temp, self._path)
         except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
         _fsync_directory(self._folder)
         logger.debug("wrote %s (%d vectors)", self._path, len(self._int_of))
@@ -347,6 +363,8 @@ class FaissBackend(VectorBackend):
                 if length > os.fstat(file.fileno()).st_size - file.tell():
                     raise ValueError("the file is truncated")
                 header = json.loads(file.read(length).decode("utf-8"))
+                vectors = len(header["doc_ids"]) + len(header["tombstones"])
+                check_stream(file, self.dim, vectors)  # before FAISS allocates what the file claims
                 index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
             doc_ids = [str(doc_id) for doc_id in header["doc_ids"]]
             int_ids = [int(int_id) for int_id in header["faiss_ids"]]

@@ -1,0 +1,131 @@
+"""Bringing collections in step with the corpus: encode what is missing or stale, durably.
+
+The corpus records, per collection, the hash of the text each stored vector came from. A
+sync encodes exactly the documents whose record is missing or stale, writes their vectors to
+the backend, makes them durable (``flush``) and only then records them, at checkpoints. A
+process killed anywhere leaves work that the next sync finds and finishes: vectors are keyed
+by document id, so nothing is lost and nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .corpus import Corpus
+from .encoder import InBedder
+from .manifest import Manifest, now
+from .backends.base import VectorBackend
+from .storage import MissingCollectionError, Storage
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SECONDS = 30.0  # how often a long build makes its vectors durable ...
+CHECKPOINT_DOCS = 8192  # ... or after this many vectors, which bounds what waits in memory
+PROGRESS_MIN_DOCS = 256
+
+
+class Sync:
+    """One index's corpus, collections and manifest, as a sync needs them."""
+
+    def __init__(self, corpus: Corpus, storage: Storage, manifest: Manifest,
+                 save_manifest: Callable[[], None]) -> None:
+        self.corpus = corpus
+        self.storage = storage
+        self.manifest = manifest
+        self.save_manifest = save_manifest
+
+    def collection(self, instruction: str) -> VectorBackend:
+        """An instruction's collection for writing; one that vanished is recreated and re-encoded."""
+        entry = self.manifest.entry(instruction)
+        try:
+            return self.storage.collection(entry)
+        except MissingCollectionError:
+            if self.corpus.embedded_count(entry["name"]):
+                logger.warning("the collection of %r is missing from %s; re-encoding the corpus into a new one",
+                               instruction, self.storage.where)
+            self.corpus.forget_collection(entry["name"])
+            return self.storage.collection(entry, create=True)
+
+    def unfinished(self) -> list[str]:
+        """Instructions whose collection lacks vectors or holds vectors of deleted documents."""
+        return [
+            instruction for instruction, entry in self.manifest.collections.items()
+            if self.corpus.pending_count(entry["name"])
+            or self.collection(instruction).count() != self.corpus.embedded_count(entry["name"])
+        ]
+
+    def run(self, encoder: InBedder, instructions: Sequence[str], ids: Sequence[str] | None, *, answers: bool,
+            show_progress_bar: bool | None = None, batch_size: int = 256) -> int:
+        """Encode what each collection lacks (or holds stale); ``ids=None`` checks the whole corpus.
+
+        Returns the number of documents encoded.
+        """
+        names = {instruction: self.manifest.entry(instruction)["name"] for instruction in instructions}
+        if ids is None:
+            self.drop_orphans(instructions)
+        total = len(self.corpus) if ids is None else len(ids)
+        if total == 0:
+            return 0
+        show = total >= PROGRESS_MIN_DOCS if show_progress_bar is None else show_progress_bar
+        last_checkpoint = time.monotonic()
+        pending: dict[str, dict[str, str]] = {instruction: {} for instruction in instructions}
+        encoded = 0
+        # Streamed: staleness is checked batch by batch, so memory holds one batch and what awaits
+        # the next checkpoint, never the whole corpus.
+        with tqdm(total=total, desc="indexing", unit="doc", disable=not show) as bar:
+            for batch in self.corpus.iter_batches(batch_size, ids=ids):
+                batch_ids = [d.id for d in batch]
+                stale = {i: set(self.corpus.stale_ids(names[i], batch_ids)) for i in instructions}
+                needing = [i for i in instructions if stale[i]]
+                todo = [d for d in batch if any(d.id in stale[i] for i in needing)]
+                if todo:
+                    results = encoder.encode([d.text for d in todo], needing, return_answers=answers,
+                                             show_progress_bar=False)
+                    encoded += len(todo)
+                for instruction in needing:
+                    vectors, batch_answers = results[instruction] if answers else (results[instruction], None)
+                    rows = [row for row, d in enumerate(todo) if d.id in stale[instruction]]
+                    chosen = [todo[row] for row in rows]
+                    self.collection(instruction).upsert([d.id for d in chosen], vectors[rows],
+                                                        [d.metadata for d in chosen])
+                    pending[instruction].update({d.id: d.text_hash for d in chosen})
+                    if batch_answers is not None:
+                        self.corpus.set_answers(names[instruction],
+                                                {d.id: batch_answers[r] for r, d in zip(rows, chosen)})
+                bar.update(len(batch))
+                waiting = sum(len(done) for done in pending.values())
+                if waiting >= CHECKPOINT_DOCS or time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+                    self.checkpoint(pending)
+                    last_checkpoint = time.monotonic()
+        self.checkpoint(pending)
+        return encoded
+
+    def drop_orphans(self, instructions: Sequence[str]) -> None:
+        """Remove vectors of documents deleted from the corpus by a write that was cut short."""
+        corpus_ids = set(self.corpus.ids())
+        for instruction in instructions:
+            backend = self.collection(instruction)
+            orphans = sorted(backend.ids() - corpus_ids)
+            if orphans:
+                logger.info("removing %d vectors of deleted documents from %r", len(orphans), instruction)
+                backend.delete(orphans)
+                backend.flush()
+
+    def checkpoint(self, pending: Mapping[str, dict[str, Any]]) -> None:
+        """Make vectors durable, then record them: a crash between the two only repeats work."""
+        for instruction, done in pending.items():
+            if not done:
+                continue
+            entry = self.manifest.entry(instruction)
+            backend = self.collection(instruction)
+            backend.flush()
+            self.corpus.mark_embedded(entry["name"], done)
+            entry["count"] = backend.count()
+            entry["updated"] = now()
+            done.clear()
+        self.save_manifest()
