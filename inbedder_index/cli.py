@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
     if read_only and not (Path(args.index) / "corpus.sqlite").exists():
         raise InputFileError(f"no index at {args.index}; create one with: inbedder-index build {args.index} ...")
     kwargs: dict[str, Any] = {}
-    if getattr(args, "max_length", None):
+    if getattr(args, "max_length", None) is not None:
         kwargs["max_length"] = args.max_length
     return InstructionIndex.open(
         args.index,
@@ -54,6 +56,7 @@ def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
         qdrant_api_key=getattr(args, "qdrant_api_key", None),
         hnsw=getattr(args, "hnsw", False),
         read_only=read_only,
+        legacy_qdrant=args.legacy_qdrant,
         **kwargs,
     )
 
@@ -106,8 +109,8 @@ def _filter_value(value: str) -> Any:
 def cmd_list(args: argparse.Namespace) -> None:
     with _open(args, read_only=True) as index:
         stats = index.stats()
-    rows = [(c["instruction"], c["count"], c["dim"], c["updated"]) for c in stats["collections"]]
-    _emit(args, stats["collections"], _table(rows, ["instruction", "vectors", "dim", "updated"])
+    rows = [(c["instruction"], c["count"], c["pending"], c["dim"], c["updated"]) for c in stats["collections"]]
+    _emit(args, stats["collections"], _table(rows, ["instruction", "vectors", "pending", "dim", "updated"])
           if rows else "no instructions yet")
 
 
@@ -128,6 +131,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"{' (HNSW)' if stats['hnsw'] else ''}",
         f"model       {model.get('id', '-')} (fingerprint {model.get('fingerprint', '-')}, dim {model.get('dim', '-')})",
         f"collections {len(stats['collections'])}",
+        *(f"warning     {c['instruction']!r}: {c['problem']}" for c in stats["collections"] if c["problem"]),
     ])
     _emit(args, stats, human)
 
@@ -146,9 +150,14 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from . import evaluation
+
+    if args.data_report:
+        stats = evaluation.data_report(args.data_report)
+        _emit(args, evaluation.data_report_payload(stats), evaluation.format_data_report(stats))
+        return
     from .encoder import InBedder
 
-    tasks = {Path(t).stem if Path(t).exists() else t: evaluation.load_task(t) for t in args.task} if args.task else None
+    tasks = evaluation.eval_tasks(args.suite, args.task)
     reports = {}
     for model in args.model or [None]:
         embedder = InBedder(model) if model else InBedder()
@@ -157,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         reports["all-MiniLM-L6-v2 (no instruction)"] = evaluation.evaluate(evaluation.minilm_baseline(), tasks)
     if args.plot:
         evaluation.plot_report(reports, args.plot)
-    _emit(args, {name: report.scores() for name, report in reports.items()}, evaluation.format_report(reports))
+    _emit(args, evaluation.report_payload(reports), evaluation.format_evaluation(reports))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -167,9 +176,36 @@ def cmd_train(args: argparse.Namespace) -> None:
         base_model=args.base, data=args.data, output_dir=args.output, method=args.method, lora_rank=args.lora_rank,
         learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
         seed=args.seed, contrastive_weight=args.contrastive_weight, max_seconds=args.max_seconds,
+        exclude_aspects=args.exclude_aspects,
     )
     folder = train(config)
     _emit(args, {"output": str(folder)}, f"saved to {folder}; load it with InBedder({str(folder)!r})")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import Service, Settings, run
+
+    settings = Settings(
+        api_key=args.api_key or os.environ.get("INBEDDER_INDEX_API_KEY") or None,
+        default_instruction=args.instruction, read_only=args.read_only, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_inputs=args.max_inputs,
+        max_request_bytes=args.max_request_bytes,
+    )
+    if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("listening on %s without an API key: anyone who reaches this port can use it "
+                       "(set --api-key or INBEDDER_INDEX_API_KEY)", args.host)
+    kwargs = {"max_length": args.max_length} if args.max_length is not None else {}
+    service = Service.open(args.index, model=args.model, settings=settings, **kwargs)
+
+    def ready(url: str) -> None:
+        names = ", ".join(service.indexes) or "no indexes"
+        print(f"serving {service.encoder.model_id} and {names} on {url}{' (read-only)' if args.read_only else ''}; "
+              "Ctrl-C stops", file=sys.stderr, flush=True)
+
+    try:
+        run(service, host=args.host, port=args.port, verbose=args.verbose, on_ready=ready)
+    finally:
+        service.close()
 
 
 def _index_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
@@ -178,6 +214,9 @@ def _index_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     parser.add_argument("--backend", choices=["faiss", "qdrant"], help="vector backend (default: faiss, or the index's)")
     parser.add_argument("--qdrant-url", help="a Qdrant server, e.g. http://localhost:6333 (default: embedded)")
     parser.add_argument("--qdrant-api-key", help="API key for the Qdrant server")
+    parser.add_argument("--legacy-qdrant", action="store_true",
+                        help="open an index kept in qdrant-client's old local storage, which unpickles its data "
+                             "(only for folders you trust, to migrate them)")
     if model:
         parser.add_argument("--model", help="model name, hub id or folder (default: the index's model)")
         parser.add_argument("--max-length", type=int, help="token limit of a prompt (default 512)")
@@ -243,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", action="append", help="model to score (repeatable; default: the default model)")
     evaluate.add_argument("--minilm", action="store_true", help="also score all-MiniLM-L6-v2, which ignores instructions")
     evaluate.add_argument("--task", action="append", help="a local JSONL/CSV task or a hub dataset id (default: bundled sets)")
+    evaluate.add_argument("--suite", action="append", metavar="{project,fresh,heldout,all}",
+                          help="bundled suite to run (repeatable; default: all, or none when --task is given)")
+    evaluate.add_argument("--data-report", nargs="+", metavar="FILE",
+                          help="instead of scoring models, report the answer distribution per aspect of QA training files")
     evaluate.add_argument("--plot", help="save a grouped bar chart PNG here")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=cmd_eval)
@@ -261,21 +304,56 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--contrastive-weight", type=float, default=0.0,
                           help="weight of the answer-agreement contrastive objective (0: plain InBedder)")
     training.add_argument("--max-seconds", type=float, help="stop (and save) after this long")
+    training.add_argument("--exclude-aspects", type=lambda v: [a.strip() for a in v.split(",") if a.strip()], default=[],
+                          metavar="A,B", help="leave out records whose aspect is listed (leave-aspects-out training)")
     training.add_argument("--json", action="store_true", help="print JSON")
     training.set_defaults(run=cmd_train)
+
+    serve = commands.add_parser("serve", help="serve the model and indexes over HTTP (OpenAI-compatible embeddings)")
+    serve.add_argument("index", nargs="*", help="index folders to serve (PATH or NAME=PATH; default name: the folder's)")
+    serve.add_argument("--model", help="model name, hub id or folder (default: the first index's, else the default)")
+    serve.add_argument("--max-length", type=int, help="token limit of a prompt (default: the index's, else 512)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $INBEDDER_INDEX_API_KEY)")
+    serve.add_argument("--read-only", action="store_true", help="serve search only (no writer lock, no writes)")
+    serve.add_argument("--instruction", help="default instruction of requests that name none")
+    serve.add_argument("--max-batch", type=int, default=64, help="texts per encode batch (default 64)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
+    serve.add_argument("--max-queue", type=int, default=4096, help="texts waiting before 503s (default 4096)")
+    serve.add_argument("--max-inputs", type=int, default=2048, help="texts or documents per request (default 2048)")
+    serve.add_argument("--max-request-bytes", type=int, default=8 * 2**20, help="request body limit (default 8 MiB)")
+    serve.set_defaults(run=cmd_serve)
+
+    for sub in commands.choices.values():  # -v also after the subcommand
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress details")
     return parser
+
+
+def _quiet_output(verbose: bool) -> None:
+    """Normal output is the answer: third-party deprecation notices and transformers' warnings
+    appear only with --verbose (model-loading bars: see ``models``). Progress bars of long work
+    (builds, encoding many texts) stay."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            module=r"(transformers|torch|peft|huggingface_hub|accelerate|qdrant_client|faiss)(\.|$)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _quiet_output(args.verbose)
     try:
         args.run(args)
     except (InputFileError, ValueError, TypeError, FileNotFoundError, NotADirectoryError) as error:
         print(f"inbedder-index {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (InBedderError, OSError) as error:
+    except (InBedderError, OSError, ImportError) as error:
         print(f"inbedder-index {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -331,7 +331,8 @@ class InstructionIndex:
 
     def _backend(self, instruction: str) -> VectorBackend:
         """A collection for reading: never created by a read, an error naming it when it is missing."""
-        return self._storage.collection(self._entry(instruction))
+        entry = self._entry(instruction)  # first: it refuses a closed index
+        return self._storage.collection(entry)
 
     def _answers(self, instructions: Sequence[str]) -> bool:
         return any(self._entry(i).get("answers", True) for i in instructions)
@@ -349,14 +350,20 @@ class InstructionIndex:
         return documents
 
     def add(self, docs: Iterable[DocumentLike]) -> list[str]:
-        """Add new documents (an id that exists is an error: use ``upsert``). Returns their ids."""
+        """Add new documents; returns their ids.
+
+        An id stored with other content is an error (use ``upsert``); one stored with the same
+        text and metadata is skipped, so rerunning an interrupted ``add`` completes it.
+        """
         self._begin_write()
         documents = [as_document(d, i) for i, d in enumerate(_document_list(docs))]
-        self._corpus.refuse_existing([d.id for d in documents])
-        self._prepare_documents(documents)
-        self._corpus.add(documents)
-        self._sync_all([d.id for d in documents])
-        return [d.id for d in documents]
+        stored = {d.id: d for d in self._corpus.get([d.id for d in documents])}
+        self._corpus.refuse_existing([d.id for d in documents if d.id in stored and d != stored[d.id]])
+        new = [d for d in documents if d.id not in stored]
+        self._prepare_documents(new)
+        self._corpus.add(new)
+        self._sync_all([d.id for d in new])
+        return [d.id for d in new]
 
     def upsert(self, docs: Iterable[DocumentLike]) -> list[str]:
         """Insert or replace documents; only new or changed texts are encoded. Returns the ids encoded."""

@@ -12,6 +12,8 @@ import os
 import struct
 from typing import BinaryIO
 
+import numpy as np
+
 _INDEX_HEADER = struct.Struct("<4siqqqBi")  # fourcc, d, ntotal, 2 unused, is_trained, metric type
 _U64 = struct.Struct("<Q")
 _HNSW_SCALARS = 5 * 4  # entry point, max level, efConstruction, efSearch, an unused int
@@ -40,6 +42,7 @@ class _Walker:
         return fourcc
 
     def vector(self, item_size: int, expected: int | None = None) -> int:
+        """Skip a length-prefixed table, checking its length; returns the number of entries."""
         (length,) = _U64.unpack(self.read(_U64.size))
         if expected is not None and length != expected:
             raise StreamError(f"a table holds {length} entries where {expected} are expected")
@@ -48,19 +51,32 @@ class _Walker:
         self.file.seek(length * item_size, os.SEEK_CUR)
         return length
 
-    def flat(self, dim: int, count: int) -> None:
-        if self.header(dim, count) != b"IxFI":
-            raise StreamError("the vector storage is not a flat inner-product index")
-        self.vector(4, expected=count * dim)  # float32 codes, counted in 4-byte words
+    def array(self, dtype: str, expected: int | None = None) -> np.ndarray:
+        """Read a length-prefixed table (bounded by the file's size, so by what is on disk)."""
+        start = self.file.tell()
+        length = self.vector(np.dtype(dtype).itemsize, expected)
+        self.file.seek(start + _U64.size)
+        return np.frombuffer(self.read(length * np.dtype(dtype).itemsize), dtype=dtype)
 
     def hnsw(self, dim: int, count: int) -> None:
+        """The graph's tables must agree, and every neighbour must be a stored vector (or -1)."""
         self.vector(8)  # level probabilities
-        self.vector(4)  # cumulative neighbours per level
-        self.vector(4, expected=count)  # level of each vector
-        self.vector(8, expected=count + 1)  # offsets into the neighbour table
-        self.vector(4)  # neighbour table
-        self.read(_HNSW_SCALARS)
-        self.flat(dim, count)
+        per_level = self.array("<i4")  # cumulative neighbours per level
+        levels = self.array("<i4", expected=count)
+        offsets = self.array("<u8", expected=count + 1)
+        neighbours = self.array("<i4")
+        entry_point, max_level = struct.unpack("<ii", self.read(8))
+        self.read(_HNSW_SCALARS - 8)
+        if count and (
+            levels.min() < 1 or levels.max() >= per_level.size or offsets[0] != 0
+            or np.any(np.diff(offsets.astype(np.int64)) != per_level[levels]) or offsets[-1] != neighbours.size
+            or neighbours.min(initial=-1) < -1 or neighbours.max(initial=-1) >= count
+            or not 0 <= entry_point < count or not 0 <= max_level < per_level.size
+        ):
+            raise StreamError("the HNSW graph's tables are inconsistent")
+        if self.header(dim, count) != b"IxFI":
+            raise StreamError("the vector storage is not a flat inner-product index")
+        self.vector(4, expected=count * dim)
 
 
 def check_stream(file: BinaryIO, dim: int, count: int) -> None:

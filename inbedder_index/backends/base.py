@@ -42,6 +42,7 @@ Scalar = str | int | float | bool
 NormalisedFilter = dict[str, tuple[Scalar, ...]]
 """A validated filter: each field maps to the tuple of values it may equal."""
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FIELD_NAME = re.compile(r"[\w\-]+")
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
@@ -91,6 +92,9 @@ def validate_filter(filter: Mapping[str, Any] | None) -> NormalisedFilter:
                 )
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError(f"filter field {field!r}: value {item!r} is not finite")
+            if isinstance(item, int) and not isinstance(item, bool) and not _INT64_MIN <= item <= _INT64_MAX:
+                raise ValueError(f"filter field {field!r}: value {item} is outside the 64-bit integer range "
+                                 "that stored metadata can hold")
         normalised[field] = values
     return normalised
 
