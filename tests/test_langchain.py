@@ -18,9 +18,11 @@ from langchain_tests.integration_tests import (
 )
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
-from inbedder_index import InBedder
-from inbedder_index.errors import UnknownInstructionError
+from inbedder_index import InBedder, InstructionIndex
+from inbedder_index.errors import ModelNotAvailableError, UnknownInstructionError
 from inbedder_index.models import DEFAULT_MODEL
+from inbedder_index.serve import Settings
+from serving import running
 
 
 def tiny_embeddings(instruction: str = FEEL) -> InBedderEmbeddings:
@@ -254,6 +256,94 @@ def test_embeddings_in_langchain_qdrant_with_two_instructions_one_model(tmp_path
             assert [d.page_content for d in qdrant.similarity_search(query, k=4)] == expected
     finally:
         client.close()
+
+
+# ----------------------------------------------------------------- remote mode: a real server
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    with running() as (url, _):
+        yield url
+
+
+class TestRemoteEmbeddingsUnit(EmbeddingsUnitTests):
+    @property
+    def embeddings_class(self) -> type[InBedderEmbeddings]:
+        return InBedderEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"instruction": FEEL, "base_url": "http://127.0.0.1:9"}  # construction connects to nothing
+
+    @property
+    def init_from_env_params(self) -> tuple[dict, dict, dict]:
+        return ({"INBEDDER_INDEX_API_KEY": "from-env"}, {"instruction": FEEL, "base_url": "http://127.0.0.1:9"},
+                {"api_key": "from-env"})
+
+
+class TestRemoteEmbeddingsIntegration(EmbeddingsIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _server(self, server_url: str) -> None:
+        self.url = server_url
+
+    @property
+    def embeddings_class(self) -> type[InBedderEmbeddings]:
+        return InBedderEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"instruction": FEEL, "base_url": self.url}
+
+
+class TestVectorStoreRemote(VectorStoreIntegrationTests):
+    """The vector-store suite with embeddings from a running server (FAISS and Qdrant)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server_url: str) -> None:
+        self.url = server_url
+
+    def get_embeddings(self) -> Embeddings:
+        return InBedderEmbeddings(instruction=FEEL, base_url=self.url)
+
+    @pytest.fixture(params=["faiss", "qdrant"])
+    def vectorstore(self, request: pytest.FixtureRequest, tmp_path, _server) -> Iterator[InBedderVectorStore]:
+        store = InBedderVectorStore.open(tmp_path / "index", embedding=self.get_embeddings(), backend=request.param)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def test_remote_vectors_equal_local_and_instructions_share_the_connection(server_url, tmp_path) -> None:
+    feel = InBedderEmbeddings(instruction=FEEL, base_url=f"{server_url}/v1")  # OpenAI-style URLs work too
+    want = feel.with_instruction(WANT)
+    assert want.encoder is feel.encoder and want.base_url == feel.base_url and want.model == "tiny-llama"
+    texts = ["I am furious, refund me.", "Thanks, it works!"]
+    for embedder, instruction in ((feel, FEEL), (want, WANT)):
+        np.testing.assert_array_equal(embedder.embed_documents(texts), tiny_encoder().encode(texts, instruction))
+        np.testing.assert_array_equal(embedder.embed_query(texts[0]), tiny_encoder().encode(texts[0], instruction))
+    store = InBedderVectorStore.from_texts(texts, feel, ids=["a", "b"], path=tmp_path / "index")
+    store.close()
+    with InstructionIndex.open(tmp_path / "index", model=tiny_encoder(), read_only=True) as index:
+        assert index.search(texts[1], FEEL, k=1)[0].id == "b"  # built remotely, opened locally: one model
+
+
+def test_remote_errors_name_the_problem(server_url) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        InBedderEmbeddings(instruction=FEEL, api_key="k")
+    with pytest.raises(ValueError, match="model_kwargs"):
+        InBedderEmbeddings(instruction=FEEL, base_url=server_url, model_kwargs={"device": "cpu"})
+    with pytest.raises(ModelNotAvailableError, match="other-model"):
+        InBedderEmbeddings(instruction=FEEL, base_url=server_url, model="other-model").embed_query("x")
+    with pytest.raises(ModelNotAvailableError, match="no inbedder-index server answers"):
+        InBedderEmbeddings(instruction=FEEL, base_url="http://127.0.0.1:9").embed_query("x")
+    with running(settings=Settings(api_key="s3cret")) as (url, _):
+        with pytest.raises(PermissionError, match="API key"):
+            InBedderEmbeddings(instruction=FEEL, base_url=url).embed_query("x")
+        keyed = InBedderEmbeddings(instruction=FEEL, base_url=url, api_key="s3cret")
+        assert "s3cret" not in repr(keyed)
+        np.testing.assert_array_equal(keyed.embed_query("x"), tiny_encoder().encode("x", FEEL))
 
 
 # ----------------------------------------------------------------- the real model

@@ -1,41 +1,41 @@
-"""Qdrant backend: one collection per instruction, on a caller-owned ``QdrantClient``.
+"""Qdrant server backend: one collection per instruction, through qdrant-client.
 
-The client is shared by every collection of an index (embedded local mode locks its folder,
-so there must be one client per path per process); closing a backend never closes it.
+A :class:`QdrantConnection` (from :func:`inbedder_index.backends.make_qdrant_client`) is
+shared by every collection of an index; closing a backend never closes it. The point layout,
+filters and ownership rule are those of :mod:`.qdrant_common`, identical to the embedded
+backend's, so a collection moves between the two (:mod:`.migrate`).
 
-* Distance is ``DOT``: vectors arrive normalised, so scores equal FAISS inner products.
-* Point ids are ``uuid5(POINT_ID_NAMESPACE, doc_id)`` because Qdrant only accepts unsigned
-  ints and UUIDs; the payload ``{"doc_id": ..., "metadata": {...}}`` keeps the original id
-  and the metadata that filters run on (``metadata.<field>``).
-* Filters follow the semantics in :mod:`inbedder_index.backends.base`; numbers are matched
-  with a degenerate ``Range`` so that ``2`` matches a stored ``2.0`` as it does in Python.
-* Writes use ``wait=True``: once a call returns the points are stored (the embedded mode
-  persists every operation), so ``flush()`` has nothing to do.
-* ``hnsw=False`` asks a server for exact search, matching FAISS's default; the embedded mode
-  always searches exactly and ignores search parameters.
+* Requests time out after the connection's ``timeout`` and are retried with exponential
+  backoff on transient failures (a refused or reset connection, a timeout, HTTP 429/502/503/504);
+  every retried request is idempotent (upserts and deletes name their point ids).
+* Upserts are cut into requests of at most :data:`~.qdrant_common.UPSERT_BATCH_BYTES` of JSON,
+  and ``wait=True``: once a call returns the server has applied it, so ``flush()`` has nothing to do.
+* Search uses the server's HNSW graph with ``hnsw_ef = ef_search`` (default 128: recall@10
+  near 1 on embeddings; raise it for recall, lower it for latency); ``exact=True`` scans every
+  point instead (a full scan per query on a cluster: for tests and small collections).
+* ``payload_fields`` creates keyword/integer/float/bool payload indexes on the metadata fields
+  filters use, as Qdrant advises for filtered search; results are the same with or without.
+* qdrant-client's *local* mode (``make_qdrant_client(path=..., legacy_local=True)``) also runs
+  through this class, only to read or migrate old folders: it unpickles its storage.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Collection, Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BackendUnavailableError, CollectionNotFoundError, IndexLockedError
-from .base import (
-    Scalar,
-    VectorBackend,
-    chunked,
-    import_optional,
-    validate_filter,
-    validate_hnsw_params,
-    validate_ids,
-    validate_query,
-    validate_upsert,
+from .base import import_optional, validate_hnsw_params
+from .qdrant_common import (
+    OWNER_FIELD,
+    PAYLOAD_INDEX_KINDS,
+    FilterDialect,
+    QdrantLayoutBackend,
+    validate_payload_fields,
 )
 
 if TYPE_CHECKING:
@@ -43,215 +43,235 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-POINT_ID_NAMESPACE = uuid.UUID("5b0a8f4e-3c1d-4e6a-9f27-8d2c61b7e9a3")
-"""Namespace of the uuid5 point ids; changing it orphans every stored point."""
+T = TypeVar("T")
 
-UPSERT_BATCH = 256
-READ_BATCH = 1024
-PROBE_TIMEOUT_S = 5
+DEFAULT_TIMEOUT_S = 10
+DEFAULT_RETRIES = 3
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 
 
 def _qdrant() -> Any:
     return import_optional("qdrant_client", "qdrant")
 
 
-def point_id(doc_id: str) -> str:
-    """The Qdrant point id of a document id."""
-    return str(uuid.uuid5(POINT_ID_NAMESPACE, doc_id))
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def make_qdrant_client(
-    path: Path | None = None, url: str | None = None, api_key: str | None = None
-) -> QdrantClient:
-    """A client in embedded mode under ``path``, or for the server at ``url`` (probed once)."""
+def is_transient(exc: BaseException) -> bool:
+    """A failure worth retrying: the network or an overloaded server, not a bad request."""
+    import httpx
+    from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in TRANSIENT_STATUS
+    if isinstance(exc, ResponseHandlingException):
+        return isinstance(exc.source, httpx.TransportError)
+    return isinstance(exc, (ResourceExhaustedResponse, httpx.TransportError, ConnectionError, TimeoutError))
+
+
+@dataclass
+class QdrantConnection:
+    """A qdrant-client client and how its requests are retried (one per index)."""
+
+    client: QdrantClient
+    where: str
+    """The server URL (never the API key), or a local path: for messages."""
+    retries: int = DEFAULT_RETRIES
+    backoff_s: float = 0.5
+
+    def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``method(*args, **kwargs)``, retried ``retries`` times on transient failures."""
+        for attempt in range(self.retries + 1):
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                if attempt == self.retries or not is_transient(exc):
+                    raise
+                delay = self.backoff_s * 2**attempt
+                logger.warning("Qdrant at %s: %s; retrying in %.1f s (%d/%d)", self.where, _first_line(exc),
+                               delay, attempt + 1, self.retries)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def is_local(self) -> bool:
+        options = self.client.init_options
+        return options.get("path") is not None or options.get("location") == ":memory:"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def connect_server(url: str, api_key: str | None, timeout: float, retries: int) -> QdrantConnection:
+    """A connection to the server at ``url`` (http or https), probed once with retries."""
     qdrant_client = _qdrant()
-    if (path is None) == (url is None):
-        raise ValueError("give exactly one of path (embedded Qdrant) or url (Qdrant server)")
-    if path is not None:
-        if api_key is not None:
-            raise ValueError("api_key only applies to a Qdrant server (url=...)")
-        Path(path).mkdir(parents=True, exist_ok=True)
-        try:
-            return qdrant_client.QdrantClient(path=str(path))
-        except RuntimeError as exc:
-            if "already accessed" in str(exc):
-                raise IndexLockedError(
-                    f"the Qdrant storage {path} is in use by another client or process"
-                ) from exc
-            raise
-    probe = qdrant_client.QdrantClient(
-        url=url, api_key=api_key, timeout=PROBE_TIMEOUT_S, check_compatibility=False
-    )
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if not timeout or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    client = qdrant_client.QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)),
+                                        check_compatibility=False)
+    connection = QdrantConnection(client, url, retries=retries)
     try:
-        probe.get_collections()
+        connection.call(client.get_collections)
     except Exception as exc:  # connection, TLS, auth and HTTP errors all mean "unusable"
-        raise BackendUnavailableError(f"cannot reach Qdrant at {url}: {exc}") from exc
-    finally:
-        probe.close()
-    return qdrant_client.QdrantClient(url=url, api_key=api_key)
+        client.close()
+        raise BackendUnavailableError(
+            f"cannot reach Qdrant at {url} ({_first_line(exc)}); check the URL, that the server runs, and its API key"
+        ) from exc
+    return connection
 
 
-def _is_local(client: QdrantClient) -> bool:
-    options = client.init_options
-    return options.get("path") is not None or options.get("location") == ":memory:"
+def connect_legacy_local(path: Path) -> QdrantConnection:
+    """qdrant-client's local mode (pickles in SQLite): only to read or migrate an old folder."""
+    qdrant_client = _qdrant()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = qdrant_client.QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise IndexLockedError(f"the Qdrant storage {path} is in use by another client or process") from exc
+        raise
+    return QdrantConnection(client, str(path), retries=0)
 
 
-class QdrantBackend(VectorBackend):
-    """A Qdrant collection named ``name`` (see the module docstring)."""
+def client_dialect(models: Any) -> FilterDialect:
+    return FilterDialect(
+        match=lambda key, match: models.FieldCondition(key=key, match=match),
+        equals_number=lambda key, value: models.FieldCondition(key=key, range=models.Range(gte=value, lte=value)),
+        match_value=lambda value: models.MatchValue(value=value),
+        match_any=lambda values: models.MatchAny(any=values),
+        filter=lambda must=None, should=None, must_not=None: models.Filter(must=must, should=should, must_not=must_not),
+        has_ids=lambda ids: models.HasIdCondition(has_id=ids),
+    )
 
-    filters_payload = True
+
+class QdrantBackend(QdrantLayoutBackend):
+    """A Qdrant collection named ``name`` on a server (see the module docstring)."""
 
     def __init__(
         self,
-        client: QdrantClient,
+        connection: QdrantConnection,
         name: str,
         dim: int,
         *,
         create: bool,
-        hnsw: bool = False,
         hnsw_m: int = 32,
         ef_construction: int = 200,
         ef_search: int = 128,
+        exact: bool = False,
+        index_id: str | None = None,
+        payload_fields: Mapping[str, str] | None = None,
+        read_only: bool = False,
     ) -> None:
-        super().__init__(name, dim)
+        super().__init__(name, dim, index_id=index_id, read_only=read_only)
         validate_hnsw_params(hnsw_m, ef_construction, ef_search)
-        self._models = _qdrant().models
-        self._client = client
-        models = self._models
-        self._search_params = (
-            None if _is_local(client) else models.SearchParams(hnsw_ef=ef_search, exact=not hnsw)
-        )
-        if client.collection_exists(self.name):
+        fields = validate_payload_fields(payload_fields)
+        self._models = models = _qdrant().models
+        self._dialect = client_dialect(models)
+        self._connection = connection
+        self._client = connection.client
+        self.where = connection.where
+        self._search_params = None if connection.is_local else models.SearchParams(hnsw_ef=ef_search, exact=exact)
+        if self._call(self._client.collection_exists, self.name):
             self._check_existing()
-        elif create:
-            client.create_collection(
-                self.name,
+        elif create and not read_only:
+            self._create(hnsw_m, ef_construction)
+        else:
+            raise CollectionNotFoundError(f"Qdrant collection {self.name!r} does not exist in {self.where}")
+        if fields and not read_only:
+            self.ensure_payload_indexes(fields)
+
+    def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self._connection.call(method, *args, **kwargs)
+
+    def _create(self, hnsw_m: int, ef_construction: int) -> None:
+        models = self._models
+        metadata = {OWNER_FIELD: self._index_id} if self._index_id is not None else None
+        try:
+            self._call(
+                self._client.create_collection, self.name,
                 vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.DOT),
                 hnsw_config=models.HnswConfigDiff(m=hnsw_m, ef_construct=ef_construction),
+                **({"metadata": metadata} if metadata else {}),
             )
-            logger.info("created Qdrant collection %r (dim %d)", self.name, self.dim)
-        else:
-            raise CollectionNotFoundError(f"Qdrant collection {self.name!r} does not exist")
+        except Exception:
+            if not self._call(self._client.collection_exists, self.name):
+                raise
+            self._check_existing()  # created meanwhile (a retried request, or another writer): check it
+            return
+        if self._index_id is not None and not self._connection.is_local:
+            self._set_field_index(OWNER_FIELD, "keyword")  # the ownership check filters on it
+        logger.info("created Qdrant collection %r (dim %d) in %s", self.name, self.dim, self.where)
 
     def _check_existing(self) -> None:
-        params = self._client.get_collection(self.name).config.params.vectors
+        info = self._call(self._client.get_collection, self.name)
+        params = info.config.params.vectors
         if not isinstance(params, self._models.VectorParams):
-            raise ValueError(f"Qdrant collection {self.name!r} uses named vectors; expected one unnamed vector")
-        if params.size != self.dim:
-            raise ValueError(
-                f"Qdrant collection {self.name!r} stores vectors of dimension {params.size}, "
-                f"not the requested {self.dim}"
-            )
-        if params.distance != self._models.Distance.DOT:
-            raise ValueError(
-                f"Qdrant collection {self.name!r} uses {params.distance.value} distance; expected Dot"
-            )
+            raise ValueError(f"Qdrant collection {self.name!r} in {self.where} uses named vectors; "
+                             "expected one unnamed vector")
+        self._check_vector_params(params.size, params.distance.value)
+        self._check_owner((getattr(info.config, "metadata", None) or {}).get(OWNER_FIELD))
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ primitives
 
-    def upsert(
-        self,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        payloads: Sequence[dict[str, Any]] | None = None,
-    ) -> None:
-        doc_ids, matrix, metadata = validate_upsert(ids, vectors, payloads, self.dim)
-        self._ensure_open()
-        points = [
-            self._models.PointStruct(
-                id=point_id(doc_id), vector=vector, payload={"doc_id": doc_id, "metadata": meta}
-            )
-            for doc_id, vector, meta in zip(doc_ids, matrix.tolist(), metadata)
-        ]
-        for batch in chunked(points, UPSERT_BATCH):
-            self._client.upsert(self.name, points=list(batch), wait=True)
+    def _point(self, pid: str, vector: list[float], payload: dict[str, Any]) -> Any:
+        return self._models.PointStruct(id=pid, vector=vector, payload=payload)
 
-    def delete(self, ids: Sequence[str]) -> None:
-        doc_ids = validate_ids(ids)
-        self._ensure_open()
-        for batch in chunked(doc_ids, READ_BATCH):
-            self._client.delete(
-                self.name,
-                points_selector=self._models.PointIdsList(points=[point_id(d) for d in batch]),
-                wait=True,
-            )
+    def _write(self, points: list[Any]) -> None:
+        self._call(self._client.upsert, self.name, points=points, wait=True)
 
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        candidate_ids: Collection[str] | None = None,
-    ) -> list[tuple[str, float]]:
-        query, k = validate_query(vector, k, self.dim)
-        conditions: list[Any] = [self._condition(field, values) for field, values in validate_filter(filter).items()]
-        if candidate_ids is not None:
-            if not candidate_ids:
-                return []
-            conditions.append(self._models.HasIdCondition(has_id=[point_id(d) for d in candidate_ids]))
-        self._ensure_open()
-        response = self._client.query_points(
-            self.name,
-            query=query[0].tolist(),
-            limit=k,
-            query_filter=self._models.Filter(must=conditions) if conditions else None,
-            search_params=self._search_params,
-            with_payload=["doc_id"],
-        )
-        return [(point.payload["doc_id"], float(point.score)) for point in response.points]
+    def _remove(self, pids: list[str]) -> None:
+        self._call(self._client.delete, self.name, points_selector=self._models.PointIdsList(points=pids), wait=True)
 
-    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        doc_ids = validate_ids(ids)
-        self._ensure_open()
-        found: dict[str, np.ndarray] = {}
-        for batch in chunked(doc_ids, READ_BATCH):
-            records = self._client.retrieve(
-                self.name, ids=[point_id(d) for d in batch], with_payload=["doc_id"], with_vectors=True
-            )
-            for record in records:
-                found[record.payload["doc_id"]] = np.asarray(record.vector, dtype=np.float32)
-        return found
+    def _query(self, vector: list[float], k: int, query_filter: Any | None) -> list[Any]:
+        return self._call(
+            self._client.query_points, self.name, query=vector, limit=k, query_filter=query_filter,
+            search_params=self._search_params, with_payload=["doc_id"],
+        ).points
 
-    def ids(self) -> set[str]:
-        self._ensure_open()
-        stored: set[str] = set()
-        offset = None
-        while True:
-            records, offset = self._client.scroll(
-                self.name, limit=READ_BATCH, offset=offset, with_payload=["doc_id"], with_vectors=False
-            )
-            stored.update(record.payload["doc_id"] for record in records)
-            if offset is None:
-                return stored
+    def _retrieve(self, pids: list[str]) -> list[Any]:
+        return self._call(self._client.retrieve, self.name, ids=pids, with_payload=["doc_id"], with_vectors=True)
+
+    def _scroll_page(self, offset: Any, limit: int, with_payload: list[str], with_vector: bool,
+                     query_filter: Any | None = None) -> tuple[list[Any], Any]:
+        return self._call(self._client.scroll, self.name, scroll_filter=query_filter, limit=limit, offset=offset,
+                          with_payload=with_payload, with_vectors=with_vector)
+
+    # ------------------------------------------------------------------ the rest of the API
 
     def count(self) -> int:
         self._ensure_open()
-        return self._client.count(self.name, exact=True).count
+        return self._call(self._client.count, self.name, exact=True).count
+
+    def _set_field_index(self, key: str, kind: str | None) -> None:
+        if kind is None:
+            self._call(self._client.delete_payload_index, self.name, field_name=key, wait=True)
+        else:
+            self._call(self._client.create_payload_index, self.name, field_name=key,
+                       field_schema=self._models.PayloadSchemaType(kind), wait=True)
+
+    def ensure_payload_indexes(self, fields: Mapping[str, str]) -> None:
+        if not self._connection.is_local:  # qdrant-client's local mode has no payload indexes (it scans)
+            super().ensure_payload_indexes(fields)
+
+    def payload_indexes(self) -> dict[str, str]:
+        self._ensure_open()
+        schema = self._call(self._client.get_collection, self.name).payload_schema or {}
+        return {key.removeprefix("metadata."): info.data_type.value for key, info in schema.items()
+                if key.startswith("metadata.") and info.data_type.value in PAYLOAD_INDEX_KINDS}
 
     def flush(self) -> None:
         self._ensure_open()  # every write already waited for the server to apply it
 
     def close(self) -> None:
-        self._closed = True  # the shared client belongs to the caller
+        self._closed = True  # the shared connection belongs to the caller
 
     def drop(self) -> None:
+        self._refuse_read_only()
         self._closed = True
-        self._client.delete_collection(self.name)
-        logger.info("dropped Qdrant collection %r", self.name)
-
-    # ------------------------------------------------------------------ filters
-
-    def _condition(self, field: str, values: tuple[Scalar, ...]) -> Any:
-        """One field of a filter (see :func:`validate_filter`) as a Qdrant condition."""
-        models = self._models
-        key = f"metadata.{field}"
-        if all(isinstance(value, str) for value in values):
-            return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
-        alternatives = [
-            models.FieldCondition(key=key, match=models.MatchValue(value=value))
-            if isinstance(value, (bool, str))
-            else models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
-            for value in values
-        ]
-        return models.Filter(should=alternatives)
+        self._call(self._client.delete_collection, self.name)
+        logger.info("dropped Qdrant collection %r in %s", self.name, self.where)

@@ -6,9 +6,10 @@ import threading
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from inbedder_index import DEFAULT_MODEL, InBedder
+from inbedder_index.client import RemoteInBedder, remote_api_key
 
 _LOADING = threading.Lock()  # two threads' first calls must not load the model twice
 
@@ -23,6 +24,10 @@ class InBedderEmbeddings(BaseModel, Embeddings):
         feel = InBedderEmbeddings(instruction="How does the customer feel?")
         want = feel.with_instruction("What does the customer want?")
         assert want.encoder is feel.encoder
+
+    With ``base_url`` (an ``inbedder-index serve`` server) nothing loads here: texts go to the
+    server's ``/v1/embeddings`` with the instruction and come back as the same vectors;
+    ``api_key`` defaults to ``$INBEDDER_INDEX_API_KEY``, and ``model`` is sent only when set.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
@@ -36,8 +41,12 @@ class InBedderEmbeddings(BaseModel, Embeddings):
     batch_size: int = Field(default=32, ge=1)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for ``InBedder(model, ...)`` (device, dtype, max_length, cache_dir, ...)."""
+    base_url: str | None = None
+    """An ``inbedder-index serve`` server to embed with, e.g. ``http://127.0.0.1:8000``."""
+    api_key: SecretStr | None = None
+    """The server's API key (default: ``$INBEDDER_INDEX_API_KEY``); only with ``base_url``."""
     encoder: InBedder | None = Field(default=None, exclude=True, repr=False)
-    """The loaded model; set on first use, or given to share a model already in memory."""
+    """The loaded model (a ``RemoteInBedder`` with ``base_url``); set on first use, or given to share one."""
 
     @field_validator("instruction", "query_instruction")
     @classmethod
@@ -45,6 +54,12 @@ class InBedderEmbeddings(BaseModel, Embeddings):
         if value is not None and not value.strip():
             raise ValueError("instruction is blank; InBedder needs a question, e.g. 'How does the customer feel?'")
         return value
+
+    @model_validator(mode="after")
+    def _remote_settings(self) -> InBedderEmbeddings:
+        key = remote_api_key(self.base_url, self.api_key.get_secret_value() if self.api_key else None, self.model_kwargs)
+        self.api_key = SecretStr(key) if key else None
+        return self
 
     @model_validator(mode="after")
     def _model_names_encoder(self) -> InBedderEmbeddings:
@@ -60,8 +75,13 @@ class InBedderEmbeddings(BaseModel, Embeddings):
         if self.encoder is None:
             with _LOADING:
                 if self.encoder is None:
-                    self.encoder = InBedder(self.model, **self.model_kwargs)
+                    self.encoder = self._connect() if self.base_url else InBedder(self.model, **self.model_kwargs)
         return self.encoder
+
+    def _connect(self) -> RemoteInBedder:
+        return RemoteInBedder(str(self.base_url), api_key=self.api_key.get_secret_value() if self.api_key else None,
+                              model=self.model if "model" in self.model_fields_set else None,
+                              batch_size=self.batch_size)
 
     def with_instruction(self, instruction: str, query_instruction: str | None = None) -> InBedderEmbeddings:
         """The same embedder asking another question, sharing this one's model (loaded now if it was not)."""

@@ -7,9 +7,10 @@ import threading
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from inbedder_index import DEFAULT_MODEL, InBedder
+from inbedder_index.client import RemoteInBedder, remote_api_key
 
 _LOADING = threading.Lock()  # two threads' first calls must not load the model twice
 
@@ -23,21 +24,36 @@ class InBedderEmbedding(BaseEmbedding):
         feel = InBedderEmbedding(instruction="How does the customer feel?")
         want = feel.with_instruction("What does the customer want?")
         assert want.encoder is feel.encoder
+
+    With ``base_url`` (an ``inbedder-index serve`` server) nothing loads here: texts go to the
+    server's ``/v1/embeddings`` with the instruction and come back as the same vectors;
+    ``api_key`` defaults to ``$INBEDDER_INDEX_API_KEY``, and ``model`` is sent only when set.
     """
 
     model: str = Field(default=DEFAULT_MODEL, description="Built-in model name, Hugging Face id or local folder.")
     instruction: str = Field(description="The question every text is embedded under.")
     query_instruction: str | None = Field(default=None, description="The question for queries; None: instruction.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for InBedder(model).")
+    base_url: str | None = Field(default=None, description="An inbedder-index serve server to embed with.")
+    api_key: SecretStr | None = Field(default=None, description="The server's API key ($INBEDDER_INDEX_API_KEY).")
     _encoder: InBedder | None = PrivateAttr(default=None)
+    _model_given: bool = PrivateAttr(default=False)
 
     def __init__(self, *, encoder: InBedder | None = None, **data: Any) -> None:
+        model_given = "model" in data
         if encoder is not None:  # ``model`` names the encoder, so serialised settings reload the same one
             if data.setdefault("model", encoder.model_id) != encoder.model_id:
                 raise ValueError(f"model={data['model']!r} but the encoder given is {encoder.model_id!r}")
         data.setdefault("model_name", data.get("model", DEFAULT_MODEL))
         super().__init__(**data)
         self._encoder = encoder
+        self._model_given = model_given
+
+    @model_validator(mode="after")
+    def _remote_settings(self) -> InBedderEmbedding:
+        key = remote_api_key(self.base_url, self.api_key.get_secret_value() if self.api_key else None, self.model_kwargs)
+        self.api_key = SecretStr(key) if key else None
+        return self
 
     @field_validator("instruction", "query_instruction")
     @classmethod
@@ -56,8 +72,12 @@ class InBedderEmbedding(BaseEmbedding):
         if self._encoder is None:
             with _LOADING:
                 if self._encoder is None:
-                    self._encoder = InBedder(self.model, **self.model_kwargs)
+                    self._encoder = self._connect() if self.base_url else InBedder(self.model, **self.model_kwargs)
         return self._encoder
+
+    def _connect(self) -> RemoteInBedder:
+        return RemoteInBedder(str(self.base_url), api_key=self.api_key.get_secret_value() if self.api_key else None,
+                              model=self.model if self._model_given else None, batch_size=self.embed_batch_size)
 
     def with_instruction(self, instruction: str, query_instruction: str | None = None) -> InBedderEmbedding:
         """The same embed model asking another question, sharing this one's loaded model."""

@@ -1,0 +1,366 @@
+"""Building an index's collections on a Ray cluster, with the local build's durability contract.
+
+The driver (this process) opens the index for writing, so it holds the writer lock for the whole
+build. It registers the instructions, reads the corpus in pages, keeps the documents whose vector
+is missing or stale under any instruction (``Sync.stale``, as the local build does) and puts each
+page into Ray's object store as an Arrow block of ids and texts. Ray Data feeds the blocks to
+``map_batches`` over an actor pool of encoders (one per GPU, or one per ``cpus_per_actor``
+CPUs): each actor loads the model once and encodes a block under every instruction in one pass
+(the shared prefix). Then, per backend:
+
+- FAISS (and embedded Qdrant): the actors return the vectors as Arrow tensor columns; the
+  driver upserts them, and records them in the corpus only after a checkpoint made them durable
+  (``Sync.checkpoint``, every ``checkpoint_docs`` vectors or 30 s, as the local build does).
+- a Qdrant server: each actor upserts its block straight to the server through the same backend
+  class as the index (same point ids and payloads, ``wait=True``) and returns only ids and
+  answers; the driver records each block as soon as it is acknowledged.
+
+So a driver killed at any point leaves vectors that are durable but unrecorded at worst, and the
+next build re-encodes exactly the unrecorded documents, upserting them by id: nothing is lost
+and nothing is duplicated. A worker killed mid-block is restarted by Ray and its block retried
+(Ray Data's actor fault tolerance). Ray is an optional extra (``pip install
+"inbedder-index[ray]"``) imported only by this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .backends.base import import_optional
+from .errors import BackendUnavailableError, ModelMismatchError
+from .sync import CHECKPOINT_DOCS, PROGRESS_MIN_DOCS, Sync
+
+if TYPE_CHECKING:
+    from .corpus import Document
+    from .encoder import InBedder
+    from .index import InstructionIndex
+
+logger = logging.getLogger(__name__)
+
+RAY_EXTRA = "ray"
+
+ModelSource = str | Callable[[], "InBedder"]
+"""What each actor loads: a model name, hub id or folder (``InBedder(model, **encoder_kwargs)``),
+or a picklable zero-argument callable that returns an ``InBedder``."""
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a distributed build did, and where its time went."""
+
+    encoded: int
+    """Documents encoded (each under every instruction that lacked it)."""
+    blocks: int
+    """Blocks of documents handed to Ray."""
+    actors: int
+    """Size of the encoder actor pool."""
+    seconds: float
+    """Wall time of the whole build, connecting to Ray included."""
+    connect_seconds: float
+    """Time ``ray.init`` took (0 when this process was already connected)."""
+    first_block_seconds: float
+    """From handing the blocks to Ray to the first encoded block back: actor start and model load."""
+    worker_seconds: float
+    """Time the actors spent encoding (and writing to a Qdrant server), summed over actors."""
+    worker_peak_rss_bytes: int
+    """Largest peak resident memory of one actor process."""
+
+
+# --------------------------------------------------------------------------- the actors
+
+
+class BlockEncoder:
+    """A Ray Data actor: loads the model once, then encodes blocks under every instruction in one pass.
+
+    With ``qdrant`` (the server's URL, API key, the index id and each instruction's collection
+    name and dimension) it upserts the vectors itself and returns none.
+    """
+
+    def __init__(self, model: ModelSource, encoder_kwargs: Mapping[str, Any], fingerprint: str,
+                 instructions: Sequence[str], answers: bool, threads: int,
+                 qdrant: Mapping[str, Any] | None) -> None:
+        from .encoder import InBedder
+        from .threads import set_threads
+
+        set_threads(threads)
+        self.encoder = model() if callable(model) else InBedder(model, **encoder_kwargs)
+        if self.encoder.fingerprint != fingerprint:
+            raise ModelMismatchError(
+                f"the Ray workers loaded {self.encoder.model_id!r} (fingerprint {self.encoder.fingerprint}), but the "
+                f"index was built with fingerprint {fingerprint}; pass model= the index's own model"
+            )
+        self.instructions = list(instructions)
+        self.answers = answers
+        self.collections: list[Any] | None = None
+        if qdrant is not None:
+            from .backends import make_qdrant_client, open_backend
+
+            client = make_qdrant_client(url=qdrant["url"], api_key=qdrant["api_key"])
+            self.collections = [
+                open_backend("qdrant", directory=Path.cwd(), name=entry["name"], dim=entry["dim"], create=False,
+                             qdrant_client=client, index_id=qdrant["index_id"])
+                for entry in qdrant["entries"]
+            ]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        ids = [str(doc_id) for doc_id in batch["id"]]
+        texts = [str(text) for text in batch["text"]]
+        needs = [np.asarray(batch[f"need_{k}"], dtype=bool) for k in range(len(self.instructions))]
+        needing = [instruction for instruction, need in zip(self.instructions, needs) if need.any()]
+        results = self.encoder.encode(texts, needing, return_answers=self.answers, show_progress_bar=False)
+        out: dict[str, np.ndarray] = {"id": np.asarray(ids, dtype=object)}
+        for k, (instruction, need) in enumerate(zip(self.instructions, needs)):
+            vectors = np.zeros((len(ids), self.encoder.dim), dtype=np.float32)
+            answers = [""] * len(ids)
+            if instruction in results:
+                vectors, answers = results[instruction] if self.answers else (results[instruction], answers)
+            rows = np.flatnonzero(need)
+            if self.collections is None:
+                out[f"vector_{k}"] = vectors
+            elif rows.size:
+                collection = self.collections[k]
+                collection.upsert([ids[r] for r in rows], vectors[rows],
+                                  [json.loads(batch["metadata"][r]) for r in rows])
+                collection.flush()
+            out[f"need_{k}"] = need
+            out[f"answer_{k}"] = np.asarray(answers, dtype=object)
+        # Per-row shares, so the driver's sums are right however Ray groups rows into blocks.
+        out["seconds"] = np.full(len(ids), (time.perf_counter() - start) / max(len(ids), 1))
+        out["peak_rss"] = np.full(len(ids), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, dtype=np.int64)
+        return out
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def _ray() -> Any:
+    ray = import_optional("ray", RAY_EXTRA)
+    import_optional("ray.data", RAY_EXTRA)
+    return ray
+
+
+def _connect(ray: Any, address: str | None, runtime_env: Mapping[str, Any] | None) -> bool:
+    """Join the cluster at ``address`` (None: this process's, or a new local one); True if this call connected."""
+    if ray.is_initialized():
+        if address is not None or runtime_env is not None:
+            logger.warning("Ray is already initialised in this process; address and runtime_env are ignored")
+        return False
+    try:
+        ray.init(address=address, runtime_env=dict(runtime_env) if runtime_env else None, include_dashboard=False,
+                 logging_level=logging.INFO if logger.isEnabledFor(logging.INFO) else logging.ERROR)
+    except ConnectionError as error:
+        raise BackendUnavailableError(
+            f"cannot reach the Ray cluster at {address!r} ({error}); start one with `ray start --head` and pass "
+            "its address (e.g. 'auto' on a node of the cluster, or 'ray://HEAD:10001'), or no address for a "
+            "local one"
+        ) from error
+    return True
+
+
+@contextmanager
+def _quiet_ray_data(ray: Any) -> Iterator[None]:
+    """Ray Data's progress bars and execution banners off (the build shows its own bar), restored after."""
+    context = ray.data.DataContext.get_current()
+    saved = {name: getattr(context, name) for name in ("enable_progress_bars", "print_on_execution_start")}
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    verbose = logger.isEnabledFor(logging.INFO)
+    context.enable_progress_bars = verbose
+    context.print_on_execution_start = verbose
+    if not verbose:
+        data_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        data_logger.setLevel(level)
+
+
+def _pool_size(ray: Any, num_actors: int | None, cpus_per_actor: float,
+               gpus_per_actor: float | None) -> tuple[int, float]:
+    """Actors and GPUs per actor: by default one actor per GPU, else one per ``cpus_per_actor`` CPUs."""
+    if not cpus_per_actor > 0 or gpus_per_actor is not None and not gpus_per_actor >= 0:
+        raise ValueError(f"cpus_per_actor must be > 0 and gpus_per_actor >= 0, got {cpus_per_actor!r} and "
+                         f"{gpus_per_actor!r}")
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0))
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if gpus else 0.0
+    if num_actors is None:
+        num_actors = int(gpus // gpus_per_actor) if gpus_per_actor else int(resources.get("CPU", 1) // cpus_per_actor)
+        num_actors = max(num_actors, 1)
+    if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
+        raise ValueError(f"num_actors must be a positive integer, got {num_actors!r}")
+    for kind, each, have in (("CPU", cpus_per_actor, resources.get("CPU", 0)), ("GPU", gpus_per_actor, gpus)):
+        if num_actors * each > have:
+            logger.warning("%d actors x %g %s need more than the cluster's %g: the build waits for an autoscaler "
+                           "to add nodes, or hangs; lower num_actors", num_actors, each, kind, have)
+    return num_actors, gpus_per_actor
+
+
+def _blocks(ray: Any, sync: Sync, instructions: Sequence[str], batch_size: int,
+            with_metadata: bool) -> tuple[list[Any], int]:
+    """The stale documents as Arrow blocks in Ray's object store (the driver keeps only the references)."""
+    import pyarrow as pa
+
+    refs: list[Any] = []
+    total = 0
+    for page in sync.corpus.iter_batches(batch_size):
+        todo, stale = sync.stale(page, instructions)
+        if not todo:
+            continue
+        columns: dict[str, Any] = {"id": [d.id for d in todo], "text": [d.text for d in todo]}
+        if with_metadata:
+            columns["metadata"] = [json.dumps(d.metadata) for d in todo]
+        for k, instruction in enumerate(instructions):
+            ids = stale.get(instruction, set())
+            columns[f"need_{k}"] = [d.id in ids for d in todo]
+        refs.append(ray.put(pa.table(columns)))
+        total += len(todo)
+    return refs, total
+
+
+def _record(sync: Sync, out: Mapping[str, np.ndarray], instructions: Sequence[str], answers: Mapping[str, bool],
+            vectors_returned: bool, pending: dict[str, dict[str, str]]) -> int:
+    """Store one encoded block through ``Sync.store`` (vectors upserted here unless a worker wrote them)."""
+    ids = [str(doc_id) for doc_id in out["id"]]
+    documents: dict[str, Document] = {d.id: d for d in sync.corpus.get(ids)}
+    for k, instruction in enumerate(instructions):
+        rows = [r for r in np.flatnonzero(out[f"need_{k}"]) if ids[r] in documents]
+        if not rows:
+            continue
+        sync.store(instruction, [documents[ids[r]] for r in rows],
+                   np.asarray(out[f"vector_{k}"])[rows] if vectors_returned else None,
+                   [str(out[f"answer_{k}"][r]) for r in rows] if answers[instruction] else None, pending)
+    return len(ids)
+
+
+def build(
+    index: str | os.PathLike[str] | InstructionIndex,
+    instructions: Sequence[str],
+    *,
+    address: str | None = None,
+    num_actors: int | None = None,
+    cpus_per_actor: float = 1.0,
+    gpus_per_actor: float | None = None,
+    batch_size: int = 256,
+    model: ModelSource | None = None,
+    encoder_kwargs: Mapping[str, Any] | None = None,
+    answers: bool = True,
+    qdrant_url: str | None = None,
+    qdrant_api_key: str | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
+    checkpoint_docs: int = CHECKPOINT_DOCS,
+    show_progress_bar: bool | None = None,
+) -> BuildReport:
+    """Encode the corpus under ``instructions`` on a Ray cluster; every collection of the index is
+    brought in step (the new instructions' and the existing ones').
+
+    ``index``: an open ``InstructionIndex`` (left open), or the folder of one (opened here, with
+    ``qdrant_url`` / ``qdrant_api_key`` for a server index, and closed at the end).
+    ``address``: the Ray cluster (``"auto"``, ``"ray://HEAD:10001"``, ...); None uses this
+    process's Ray, or starts a local one (shut down at the end). ``runtime_env`` is passed to
+    ``ray.init`` (e.g. ``{"pip": ["inbedder-index[qdrant]"]}`` for workers without the package).
+    ``num_actors`` defaults to one per GPU (``gpus_per_actor`` 1 when the cluster has GPUs),
+    else one per ``cpus_per_actor`` CPUs, each then using that many threads. ``batch_size``
+    documents make a block, Ray's unit of work. ``model`` is what the actors load (default: the
+    index's recorded model id, with its ``max_length``, plus ``encoder_kwargs``); they refuse a
+    model whose fingerprint differs from the index's. ``checkpoint_docs``: for FAISS, how many
+    vectors may wait for a durable write (a Qdrant server records every block at once).
+    Calling it again after a crash encodes exactly what is still unrecorded.
+    """
+    from .index import InstructionIndex
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(checkpoint_docs, bool) or not isinstance(checkpoint_docs, int) or checkpoint_docs < 1:
+        raise ValueError(f"checkpoint_docs must be a positive integer, got {checkpoint_docs!r}")
+    ray = _ray()
+    started = time.perf_counter()
+    own_index = not isinstance(index, InstructionIndex)
+    if own_index:
+        index = InstructionIndex.open(index, model=model if isinstance(model, str) else None, qdrant_url=qdrant_url,
+                                      qdrant_api_key=qdrant_api_key, device="cpu")  # the driver only checks
+    try:
+        wanted = index.register_instructions([*index.instructions(), *instructions], answers=answers)
+        connect_start = time.perf_counter()
+        own_ray = _connect(ray, address, runtime_env)
+        connect_seconds = time.perf_counter() - connect_start if own_ray else 0.0
+        try:
+            return _run(ray, index, wanted, started, connect_seconds, num_actors=num_actors,
+                        cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
+                        model=model, encoder_kwargs=encoder_kwargs, qdrant_api_key=qdrant_api_key,
+                        checkpoint_docs=checkpoint_docs, show_progress_bar=show_progress_bar)
+        finally:
+            if own_ray:
+                ray.shutdown()
+    finally:
+        if own_index:
+            index.close()
+
+
+def _run(ray: Any, index: InstructionIndex, instructions: list[str], started: float, connect_seconds: float, *,
+         num_actors: int | None, cpus_per_actor: float, gpus_per_actor: float | None, batch_size: int,
+         model: ModelSource | None, encoder_kwargs: Mapping[str, Any] | None, qdrant_api_key: str | None,
+         checkpoint_docs: int, show_progress_bar: bool | None) -> BuildReport:
+    stats = index.stats()
+    sync = index.sync_state()
+    recorded = stats["model"]
+    entries = [sync.manifest.entry(instruction) for instruction in instructions]
+    wants_answers = {entry["instruction"]: bool(entry.get("answers", True)) for entry in entries}
+    server = stats["qdrant_url"] if stats["backend"] == "qdrant" else None
+    qdrant = None if server is None else {
+        "url": server, "api_key": qdrant_api_key, "index_id": stats["index_id"],
+        "entries": [{"name": entry["name"], "dim": entry["dim"]} for entry in entries],
+    }
+    sync.drop_orphans(instructions)
+    actors, gpus = _pool_size(ray, num_actors, cpus_per_actor, gpus_per_actor)
+    refs, total = _blocks(ray, sync, instructions, batch_size, with_metadata=server is not None)
+    if not refs:
+        return BuildReport(0, 0, actors, time.perf_counter() - started, connect_seconds, 0.0, 0.0, 0)
+    kwargs = {"max_length": recorded.get("max_length", 512), **(encoder_kwargs or {})}
+    constructor = {
+        "model": model if model is not None else recorded["id"], "encoder_kwargs": kwargs,
+        "fingerprint": recorded["fingerprint"], "instructions": instructions,
+        "answers": any(wants_answers.values()), "threads": max(1, int(cpus_per_actor)), "qdrant": qdrant,
+    }
+    logger.info("encoding %d documents in %d blocks on %d Ray actors (%g CPU, %g GPU each)", total, len(refs),
+                actors, cpus_per_actor, gpus)
+    show = total >= PROGRESS_MIN_DOCS if show_progress_bar is None else show_progress_bar
+    pending: dict[str, dict[str, str]] = {instruction: {} for instruction in instructions}
+    first_block = worker_seconds = 0.0
+    peak = 0
+    with _quiet_ray_data(ray):
+        dataset = ray.data.from_arrow_refs(refs).map_batches(
+            BlockEncoder, batch_size=batch_size, batch_format="numpy", fn_constructor_kwargs=constructor,
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus or None,
+        )
+        submitted = time.perf_counter()
+        last_checkpoint = time.monotonic()
+        with tqdm(total=total, desc="indexing (ray)", unit="doc", disable=not show) as bar:
+            for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                first_block = first_block or time.perf_counter() - submitted
+                worker_seconds += float(np.sum(out["seconds"]))
+                peak = max(peak, int(np.max(out["peak_rss"])))
+                bar.update(_record(sync, out, instructions, wants_answers, qdrant is None, pending))
+                if qdrant is None:
+                    last_checkpoint = sync.checkpoint_if_due(pending, last_checkpoint, checkpoint_docs)
+                else:  # the server holds the block already: record it now
+                    sync.checkpoint(pending)
+    sync.checkpoint(pending)
+    return BuildReport(total, len(refs), actors, time.perf_counter() - started, connect_seconds, first_block,
+                       worker_seconds, peak)
