@@ -57,6 +57,7 @@ Run from the repository root::
     python benchmarks/index_speed.py                    # n=100,000, 1,000 queries
     python benchmarks/index_speed.py --skip-qdrant      # FAISS only (--skip-qdrant-local: no legacy mode)
     python benchmarks/index_speed.py --threads 1        # single-threaded (a busy machine)
+    python benchmarks/index_speed.py --workdir /tmp/is  # keeps per-configuration results: a rerun resumes
 
 Results go to ``benchmarks/results/index_speed.json`` and ``index_speed.png``
 (``index_speed_quick.*`` for ``--quick``).
@@ -398,6 +399,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_config(config: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
     out = work / f"{config}.result.json"
+    if out.exists():  # --workdir of an earlier run of the same settings: its figures stand
+        logger.info("reusing %s", out)
+        return json.loads(out.read_text())
     env = dict(os.environ)
     if spec.get("threads"):  # before the child imports anything: OpenMP (FAISS, torch) and BLAS (NumPy) pools
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -550,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
                              "slow on a disk with slow fsync); default: all")
     parser.add_argument("--skip-hnsw", action="store_true", help="leave out FAISS HNSW")
     parser.add_argument("--out", default=None, help="results name (default: index_speed, or index_speed_quick)")
+    parser.add_argument("--workdir", default=None,
+                        help="keep the data and each configuration's result in this folder; a rerun with the same "
+                             "folder and settings reuses the results found there (a long run killed partway resumes)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -569,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                + ([] if args.skip_qdrant or args.skip_qdrant_local else ["qdrant-local"]))
 
     load_start = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="index_speed-"))
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="index_speed-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         logger.info("generating %d + %d vectors of dim %d (%d clusters)", n, n_queries, dim, args.clusters)
         points = make_mixture(n + n_queries, dim, args.clusters, args.seed, alpha=args.spectrum_alpha)
@@ -589,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
                 "qdrant_n": args.qdrant_n}
         results = [run_config(config, spec, work) for config in configs]
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
 
     info = machine_info("cpu")
     info.update(library_versions())

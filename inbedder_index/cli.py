@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import InBedderError
 from .readers import FORMATS, InputFileError, read_documents
-from .threads import set_threads
+from .threads import default_threads, set_threads
 
 logger = logging.getLogger("inbedder_index.cli")
 
@@ -49,6 +49,9 @@ def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
     kwargs: dict[str, Any] = {}
     if getattr(args, "max_length", None) is not None:
         kwargs["max_length"] = args.max_length
+    for option in ("runtime", "quantize"):  # the encoder's forward pass (README: The encoder)
+        if getattr(args, option, None) is not None:
+            kwargs[option] = getattr(args, option)
     return InstructionIndex.open(
         args.index,
         model=getattr(args, "model", None),
@@ -228,6 +231,9 @@ def _index_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     if model:
         parser.add_argument("--model", help="model name, hub id or folder (default: the index's model)")
         parser.add_argument("--max-length", type=int, help="token limit of a prompt (default 512)")
+        parser.add_argument("--runtime", choices=["torch", "onnx"], help="forward pass: PyTorch (default) or ONNX Runtime (CPU)")
+        parser.add_argument("--quantize", choices=["int8"], help="with --runtime onnx: int8 weights (other vectors, "
+                                                                "so an index built without it refuses it)")
 
 
 def _input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -241,8 +247,8 @@ def _input_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inbedder-index", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("--threads", type=int, help="CPU threads for the model and FAISS (default: the libraries' "
-                                                    "own; 1 is often faster on a busy 2-core machine)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the model and FAISS (default: 1 on a machine "
+                                                    "with at most 2 cores, else the libraries' own)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="store documents and index them under one or more instructions")
@@ -363,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_output(args.verbose)
     try:
-        set_threads(args.threads)
+        set_threads(args.threads if args.threads is not None else default_threads())
         args.run(args)
     except (InputFileError, ValueError, TypeError, FileNotFoundError, NotADirectoryError) as error:
         print(f"inbedder-index {args.command}: error: {error}", file=sys.stderr)

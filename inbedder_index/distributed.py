@@ -72,10 +72,19 @@ class BuildReport:
     """Time ``ray.init`` took (0 when this process was already connected)."""
     first_block_seconds: float
     """From handing the blocks to Ray to the first encoded block back: actor start and model load."""
+    steady_seconds: float
+    """From the block that brought every actor's first one back, to the last block back."""
+    steady_documents: int
+    """Documents of the blocks back in ``steady_seconds``: their ratio is the throughput once started."""
     worker_seconds: float
     """Time the actors spent encoding (and writing to a Qdrant server), summed over actors."""
     worker_peak_rss_bytes: int
     """Largest peak resident memory of one actor process."""
+
+    @property
+    def steady_docs_per_second(self) -> float | None:
+        """Throughput once the actors run (``None`` with too few blocks to tell)."""
+        return self.steady_documents / self.steady_seconds if self.steady_seconds > 0 else None
 
 
 # --------------------------------------------------------------------------- the actors
@@ -331,7 +340,8 @@ def _run(ray: Any, index: InstructionIndex, instructions: list[str], started: fl
     actors, gpus = _pool_size(ray, num_actors, cpus_per_actor, gpus_per_actor)
     refs, total = _blocks(ray, sync, instructions, batch_size, with_metadata=server is not None)
     if not refs:
-        return BuildReport(0, 0, actors, time.perf_counter() - started, connect_seconds, 0.0, 0.0, 0)
+        return BuildReport(0, 0, 0, time.perf_counter() - started, connect_seconds, 0.0, 0.0, 0, 0.0, 0)
+    actors = min(actors, len(refs))  # an actor without a block would only load the model
     kwargs = {"max_length": recorded.get("max_length", 512), **(encoder_kwargs or {})}
     constructor = {
         "model": model if model is not None else recorded["id"], "encoder_kwargs": kwargs,
@@ -342,7 +352,8 @@ def _run(ray: Any, index: InstructionIndex, instructions: list[str], started: fl
                 actors, cpus_per_actor, gpus)
     show = total >= PROGRESS_MIN_DOCS if show_progress_bar is None else show_progress_bar
     pending: dict[str, dict[str, str]] = {instruction: {} for instruction in instructions}
-    first_block = worker_seconds = 0.0
+    arrivals: list[tuple[float, int]] = []  # (when, documents) of each block back
+    worker_seconds = 0.0
     peak = 0
     with _quiet_ray_data(ray):
         dataset = ray.data.from_arrow_refs(refs).map_batches(
@@ -353,14 +364,17 @@ def _run(ray: Any, index: InstructionIndex, instructions: list[str], started: fl
         last_checkpoint = time.monotonic()
         with tqdm(total=total, desc="indexing (ray)", unit="doc", disable=not show) as bar:
             for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                first_block = first_block or time.perf_counter() - submitted
                 worker_seconds += float(np.sum(out["seconds"]))
                 peak = max(peak, int(np.max(out["peak_rss"])))
-                bar.update(_record(sync, out, instructions, wants_answers, qdrant is None, pending))
+                documents = _record(sync, out, instructions, wants_answers, qdrant is None, pending)
                 if qdrant is None:
                     last_checkpoint = sync.checkpoint_if_due(pending, last_checkpoint, checkpoint_docs)
                 else:  # the server holds the block already: record it now
                     sync.checkpoint(pending)
+                arrivals.append((time.perf_counter(), documents))
+                bar.update(documents)
     sync.checkpoint(pending)
-    return BuildReport(total, len(refs), actors, time.perf_counter() - started, connect_seconds, first_block,
-                       worker_seconds, peak)
+    warm = min(actors, len(arrivals)) - 1
+    return BuildReport(total, len(refs), actors, time.perf_counter() - started, connect_seconds,
+                       arrivals[0][0] - submitted, arrivals[-1][0] - arrivals[warm][0],
+                       sum(docs for _, docs in arrivals[warm + 1:]), worker_seconds, peak)

@@ -156,7 +156,7 @@ class InBedder:
         max_batch_tokens: int | None = None,
         instruction_room: int = 64,
         runtime: str = "torch",
-        quantize: str | None = None,
+        quantize: Any = None,
     ) -> None:
         torch_device = _pick_device(device)
         torch_dtype = _pick_dtype(dtype, torch_device)
@@ -183,7 +183,7 @@ class InBedder:
         max_batch_tokens: int | None = None,
         instruction_room: int = 64,
         runtime: str = "torch",
-        quantize: str | None = None,
+        quantize: Any = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> InBedder:
         """Wrap a model already in memory (a fine-tuned one, or a test model built from a config);
@@ -209,7 +209,7 @@ class InBedder:
         max_batch_tokens: int | None,
         instruction_room: int,
         runtime: str,
-        quantize: str | None,
+        quantize: Any,
         cache_dir: str | os.PathLike[str] | None,
     ) -> None:
         if batch_size < 1:

@@ -736,24 +736,30 @@ def test_eval_texts_and_held_out_kinds_stay_out_of_training_data():
 # --------------------------------------------------------------------------- real forward passes
 
 
-def test_tiny_model_scores_match_its_own_vectors_and_answers(tiny_encoder, two_aspect):
-    """A real (tiny, random) InBedder through a held-out and a fresh set: the scores are what its own
-    vectors and answers give when computed directly."""
-    tasks = {name: two_aspect[name] for name in ("blame-feeling", "system-severity")}
-    report = ev.evaluate(tiny_encoder, tasks)
-    for name, task in tasks.items():
-        result = report.results[name]
-        for aspect, question in task.questions.items():
-            wording = question.wordings[1]
-            records = task.triplets.for_aspect(aspect)
-            texts = [r.text for r in task.records]
-            vectors, answers = tiny_encoder.encode(texts, question.wordings[0], return_answers=True)
-            assert result.per_aspect[aspect].answers == ev.answer_stats(answers)
-            table = dict(zip(texts, tiny_encoder.encode(texts, wording)))
-            hits = [table[r.anchor] @ table[r.positive] > table[r.anchor] @ table[r.negative] for r in records]
-            assert result.per_aspect[aspect].triplet[wording] == pytest.approx(np.mean(hits))
-            assert set(result.per_aspect[aspect].scores()) == {
-                "triplet", "v_measure", "triplet_spread", "v_measure_spread", "distinct_answers", "top_answer_share"}
+def test_tiny_model_scores_match_its_own_vectors_and_answers(tiny, two_aspect):
+    """A real (tiny, random) InBedder of each architecture through a held-out set: the scores are
+    what its own vectors and answers give when computed directly (near-ties may flip either way)."""
+    from inbedder_index import InBedder
+
+    style, model, tokenizer = tiny
+    encoder = InBedder.from_model(model, tokenizer, model_id=f"tiny-{style}", max_length=96, batch_size=64)
+    task = two_aspect["blame-feeling"]
+    report = ev.evaluate(encoder, {"blame-feeling": task}, show_progress_bar=False)
+    texts = [r.text for r in task.records]
+    for aspect, question in task.questions.items():
+        result = report.results["blame-feeling"].per_aspect[aspect]
+        _, answers = encoder.encode(texts, question.wordings[0], return_answers=True)
+        assert result.answers == ev.answer_stats(answers)
+        wording = question.wordings[1]
+        table = dict(zip(texts, encoder.encode(texts, wording)))
+        margins = np.array([table[r.anchor] @ (table[r.positive] - table[r.negative])
+                            for r in task.triplets.for_aspect(aspect)])
+        near_ties = int(np.sum(np.abs(margins) < 1e-6))  # float noise between batchings
+        assert abs(result.triplet[wording] * len(margins) - np.sum(margins > 0)) <= near_ties
+        if style == "llama":  # the tiny RoBERTa/OPT give near-identical vectors; Llama's tell texts apart
+            assert near_ties <= 0.05 * len(margins)
+        assert set(result.scores()) == {
+            "triplet", "v_measure", "triplet_spread", "v_measure_spread", "distinct_answers", "top_answer_share"}
     summary = report.summary()
     assert {"held_out.triplet_hm", "fresh.triplet_hm", "held_out.top_answer_share_max"} <= set(summary)
     assert all(0.0 <= value <= 1.0 for value in summary.values())

@@ -1,5 +1,6 @@
-"""LangChain integration: the standard suites on real FAISS/Qdrant indexes, instruction switching
-without reloading, langchain_qdrant, and a semantic end-to-end check on the default model."""
+"""LangChain integration: the standard suites on real FAISS/Qdrant indexes (in-process and with
+embeddings from a running server), instruction switching without reloading, langchain_qdrant, and a
+semantic end-to-end check on the default model."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from langchain_tests.integration_tests import (
     VectorStoreIntegrationTests,
 )
 from langchain_tests.unit_tests import EmbeddingsUnitTests
+from serving import running
 
 from inbedder_index import InBedder, InstructionIndex
 from inbedder_index.errors import ModelNotAvailableError, UnknownInstructionError
 from inbedder_index.models import DEFAULT_MODEL
 from inbedder_index.serve import Settings
-from serving import running
 
 
 def tiny_embeddings(instruction: str = FEEL) -> InBedderEmbeddings:

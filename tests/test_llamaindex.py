@@ -1,5 +1,6 @@
-"""LlamaIndex integration: the embed model (no reload across instructions), VectorStoreIndex over
-InBedderVectorStore on real FAISS/Qdrant indexes, Qdrant's own store, and the default model end to end."""
+"""LlamaIndex integration: the embed model (no reload across instructions; in-process and from a
+running server), VectorStoreIndex over InBedderVectorStore on real FAISS/Qdrant indexes, Qdrant's own
+store, and the default model end to end."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
 )
 from llama_index_inbedder import InBedderEmbedding, InBedderVectorStore, index_filter
+from serving import running
 
 from inbedder_index import InBedder
-from inbedder_index.errors import UnknownInstructionError
+from inbedder_index.errors import ModelNotAvailableError, UnknownInstructionError
 from inbedder_index.models import DEFAULT_MODEL
 
 # ----------------------------------------------------------------- embed model
@@ -220,6 +222,61 @@ def test_embed_model_in_qdrant_vector_store_with_two_instructions_one_model() ->
             assert [n.ref_doc_id for n in nodes] == ranking(query, embed_model.instruction, nodes)
     finally:
         client.close()
+
+
+# ----------------------------------------------------------------- remote mode: a real server
+
+
+class TestRemoteEmbedding:
+    """The embed model's checks above, with its vectors from a running ``inbedder-index serve``."""
+
+    @pytest.fixture(scope="class")
+    def url(self) -> Iterator[str]:
+        with running() as (url, _):
+            yield url
+
+    @pytest.fixture
+    def feel(self, url: str) -> InBedderEmbedding:
+        return InBedderEmbedding(instruction=FEEL, base_url=url, embed_batch_size=2)
+
+    def test_embeddings_equal_the_local_model_under_each_instruction(self, feel: InBedderEmbedding) -> None:
+        want = feel.with_instruction(WANT)
+        assert want.encoder is feel.encoder and (want.base_url, want.model, want.embed_batch_size) == (
+            feel.base_url, "tiny-llama", 2)
+        texts = ["I am furious, refund me.", "Thanks, it works!", "Where is my parcel?"]  # 2 requests each
+        for embed_model, instruction in ((feel, FEEL), (want, WANT)):
+            expected = tiny_encoder().encode(texts, instruction)
+            np.testing.assert_array_equal(embed_model.get_text_embedding_batch(texts), expected)
+            np.testing.assert_array_equal(embed_model.get_text_embedding(texts[1]), expected[1])
+            np.testing.assert_array_equal(embed_model.get_query_embedding(texts[0]), expected[0])
+
+    async def test_async_twins(self, feel: InBedderEmbedding) -> None:
+        batch, ticks = await with_loop_ticks(feel.aget_text_embedding_batch(["some text"] * 8))
+        assert ticks > 1 and len(batch) == 8
+        np.testing.assert_array_equal(await feel.aget_query_embedding("some text"), batch[0])
+        np.testing.assert_array_equal(batch[0], tiny_encoder().encode("some text", FEEL))
+
+    def test_vector_store_index_with_the_remote_model(self, feel: InBedderEmbedding, tmp_path) -> None:
+        store = InBedderVectorStore.open(tmp_path / "index", instruction=FEEL, model=feel.encoder)
+        try:
+            index = build(store)
+            assert store.embed_model.encoder is feel.encoder
+            nodes = store.get_nodes()
+            query = "I want my money back"
+            for instruction in (FEEL, WANT):
+                results = index.as_retriever(similarity_top_k=4, vector_store_kwargs={"instruction": instruction}) \
+                    .retrieve(query)
+                assert [r.node.ref_doc_id for r in results] == ranking(query, instruction, nodes)
+        finally:
+            store.close()
+
+    def test_the_key_comes_from_the_environment_and_the_model_must_be_served(self, url: str, monkeypatch) -> None:
+        monkeypatch.setenv("INBEDDER_INDEX_API_KEY", "from-env")
+        assert InBedderEmbedding(instruction=FEEL, base_url=url).api_key.get_secret_value() == "from-env"
+        assert InBedderEmbedding(instruction=FEEL).api_key is None  # a local model needs none
+        monkeypatch.delenv("INBEDDER_INDEX_API_KEY")
+        with pytest.raises(ModelNotAvailableError, match="'other' is not served here"):
+            InBedderEmbedding(instruction=FEEL, base_url=url, model="other").get_query_embedding("x")
 
 
 # ----------------------------------------------------------------- the real model

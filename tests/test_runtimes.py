@@ -78,32 +78,32 @@ def test_export_is_cached_per_fingerprint(graphs, monkeypatch):
         encoder(other_model, other_tokenizer, "llama", graphs, runtime="onnx")
 
 
-@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "remove the record"])
-def test_corrupt_graph_is_detected_and_rebuilt(graphs, tmp_path, caplog, damage):
+@pytest.mark.parametrize(("variant", "damage"), [("fp32", "flip a byte"), ("int8", "truncate")])
+def test_corrupt_graph_is_detected_and_rebuilt(graphs, tmp_path, caplog, variant, damage):
+    """A changed byte fails the sha256 check, a short file the size check: either is rebuilt, never used."""
     model, tokenizer = make_model("llama")
     cache = tmp_path / "cache"
-    shutil.copytree(graphs, cache, ignore=shutil.ignore_patterns("*.lock"))  # the module's graph, exported already
-    entry = encoder(model, tokenizer, "llama", cache, runtime="onnx").runtime.entry
-    good = json.loads((entry / "GRAPH.json").read_text())["files"]
+    shutil.copytree(graphs, cache, ignore=shutil.ignore_patterns("*.lock"))  # the module's graphs, exported already
+    options = {"runtime": "onnx", "quantize": "int8" if variant == "int8" else None}
+    entry = encoder(model, tokenizer, "llama", cache, **options).runtime.entry
     weights = entry / "model.onnx.data"
     if damage == "flip a byte":
         data = bytearray(weights.read_bytes())
         data[len(data) // 2] ^= 0xFF
         weights.write_bytes(bytes(data))
-    elif damage == "truncate":
+    else:
         with open(weights, "r+b") as handle:
             handle.truncate(weights.stat().st_size // 2)
-    else:
-        (entry / "GRAPH.json").unlink()
     with caplog.at_level(logging.INFO, logger="inbedder_index.runtimes.ort"):
-        rebuilt = encoder(model, tokenizer, "llama", cache, runtime="onnx")
-    assert any("exporting the model to ONNX" in r.getMessage() for r in caplog.records)
-    if damage != "remove the record":
-        assert any("unusable" in r.getMessage() for r in caplog.records)
-    assert json.loads((entry / "GRAPH.json").read_text())["files"]["model.onnx.data"]["size"] == good["model.onnx.data"]["size"]
-    assert ort.sha256_file(weights) == json.loads((entry / "GRAPH.json").read_text())["files"]["model.onnx.data"]["sha256"]
-    eager = encoder(model, tokenizer, "llama", cache)
-    assert min_cosine(rebuilt.encode(TEXTS, INSTRUCTIONS[0]), eager.encode(TEXTS, INSTRUCTIONS[0])) >= 0.9999
+        rebuilt = encoder(model, tokenizer, "llama", cache, **options)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("unusable" in m and str(entry) in m for m in messages), messages
+    assert any(("exporting" if variant == "fp32" else "quantising") in m for m in messages), messages
+    recorded = json.loads((entry / "GRAPH.json").read_text())["files"]["model.onnx.data"]
+    assert weights.stat().st_size == recorded["size"] and ort.sha256_file(weights) == recorded["sha256"]
+    reference = encoder(model, tokenizer, "llama", graphs, **options)  # the undamaged graph
+    np.testing.assert_allclose(rebuilt.encode(TEXTS, INSTRUCTIONS[0]), reference.encode(TEXTS, INSTRUCTIONS[0]),
+                               atol=1e-5)
 
 
 def test_int8_changes_the_fingerprint_and_an_fp32_index_refuses_it(graphs, tmp_path):
@@ -133,10 +133,11 @@ def test_int8_settings_choose_the_float_matmuls(graphs):
     paths = [path for _, path in matmuls]
     assert len(paths) == 2 * 7 and all(path.startswith("backbone.layers.") for path in paths)  # q k v o gate up down
     assert ort._excluded(matmuls, ort.Int8Settings()) == []
-    no_attention = ort._excluded(matmuls, ort.Int8Settings(attention=False))
+    no_attention = ort._excluded(matmuls, ort.Int8Settings(float_modules=("self_attn",)))
     assert len(no_attention) == 2 * 4 and all("self_attn" in dict(matmuls)[name] for name in no_attention)
-    last = ort._excluded(matmuls, ort.Int8Settings(float_last_layers=1))
-    assert len(last) == 7 and all(".layers.1." in dict(matmuls)[name] for name in last)
+    last = ort._excluded(matmuls, ort.Int8Settings(float_modules=(r"layers\.1\.", "down_proj")))
+    assert len(last) == 7 + 1 and {dict(matmuls)[name] for name in last} >= {"backbone.layers.0.mlp.down_proj"}
+    assert ort.Int8Settings().tag != ort.Int8Settings(float_modules=("down_proj",)).tag
 
 
 def test_threads_follow_torch(graphs):

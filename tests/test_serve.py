@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import re
 import signal
@@ -376,7 +375,7 @@ def test_cli_serve_holds_the_lock_answers_and_stops_quietly(tmp_path, model_dir)
                           headers=auth).json()["hits"]
         assert hits[0]["id"] == DOCS[1]["id"] and len(hits) == len(DOCS)
     finally:
-        code, err = stop(process)
+        code, err = stop(process, signal.SIGTERM)  # what a service manager sends: a clean stop, lock released
     assert code == 0, err
     assert "Loading weights" not in err and "Warning" not in err and "Traceback" not in err, err
     InstructionIndex.open(path, model=tiny_encoder()).close()  # the lock was released

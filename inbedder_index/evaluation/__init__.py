@@ -18,77 +18,20 @@ Task kinds, after the InBedder paper (Peng et al., ACL 2024, "Answer is All You 
 
 Modules: ``tasks`` (records and tasks), ``metrics`` (scoring, ``evaluate``), ``answers`` (answer
 diversity, training-data report), ``datasets`` (files and hub loaders), ``suites`` (the bundled
-sets), ``report`` (tables, chart), ``baseline`` (MiniLM).
+sets), ``report`` (tables, chart), ``baseline`` (MiniLM). The names imported here are the API.
 """
 
 from .answers import AnswerStats, answer_stats, data_report
 from .baseline import InstructionAgnostic, minilm_baseline
 from .datasets import TASK_KINDS, load_task, save_task
-from .metrics import (
-    SUMMARY_GROUPS,
-    AspectResult,
-    ClusteringResult,
-    EvaluationReport,
-    RobustnessResult,
-    STSResult,
-    TaskResult,
-    TripletResult,
-    TwoAspectResult,
-    evaluate,
-    evaluate_clustering,
-    evaluate_robustness,
-    evaluate_sts,
-    evaluate_triplets,
-    evaluate_two_aspect,
-)
-from .report import (
-    data_report_payload,
-    format_data_report,
-    format_evaluation,
-    format_report,
-    format_summary,
-    plot_report,
-    report_payload,
-)
-from .suites import (
-    FEEL_WANT_INSTRUCTIONS,
-    FEEL_WANT_PARAPHRASES,
-    SUITES,
-    build_feel_want_triplets,
-    builtin_eval_sets,
-    eval_tasks,
-    feel_want_messages,
-    suite_tasks,
-    write_feel_want_sets,
-)
-from .tasks import (
-    HELD_OUT_KINDS,
-    KINDS,
-    AspectQuestion,
-    ClusteringRecord,
-    ClusteringTask,
-    DatasetNotAvailableError,
-    EvaluationDataError,
-    InstructedEmbedder,
-    RobustnessTask,
-    STSRecord,
-    STSTask,
-    Task,
-    TripletRecord,
-    TripletTask,
-    TwoAspectTask,
-    pair_triplets,
-)
+from .metrics import (SUMMARY_GROUPS, AspectResult, ClusteringResult, EvaluationReport, RobustnessResult, STSResult,
+                      TaskResult, TripletResult, TwoAspectResult, evaluate, evaluate_clustering, evaluate_robustness,
+                      evaluate_sts, evaluate_triplets, evaluate_two_aspect)
+from .report import (data_report_payload, format_data_report, format_evaluation, format_report, format_summary,
+                     plot_report, report_payload)
+from .suites import (FEEL_WANT_INSTRUCTIONS, FEEL_WANT_PARAPHRASES, SUITES, build_feel_want_triplets, builtin_eval_sets,
+                     eval_tasks, feel_want_messages, suite_tasks, write_feel_want_sets)
+from .tasks import (HELD_OUT_KINDS, KINDS, AspectQuestion, ClusteringRecord, ClusteringTask, DatasetNotAvailableError,
+                    EvaluationDataError, InstructedEmbedder, RobustnessTask, STSRecord, STSTask, Task, TripletRecord,
+                    TripletTask, TwoAspectTask, pair_triplets)
 
-__all__ = [
-    "FEEL_WANT_INSTRUCTIONS", "FEEL_WANT_PARAPHRASES", "HELD_OUT_KINDS", "KINDS", "SUITES", "SUMMARY_GROUPS",
-    "TASK_KINDS", "AnswerStats", "AspectQuestion", "AspectResult", "ClusteringRecord", "ClusteringResult",
-    "ClusteringTask", "DatasetNotAvailableError", "EvaluationDataError", "EvaluationReport", "InstructedEmbedder",
-    "InstructionAgnostic", "RobustnessResult", "RobustnessTask", "STSRecord", "STSResult", "STSTask", "Task",
-    "TaskResult", "TripletRecord", "TripletResult", "TripletTask", "TwoAspectResult", "TwoAspectTask",
-    "answer_stats", "build_feel_want_triplets", "builtin_eval_sets", "data_report", "data_report_payload",
-    "eval_tasks", "evaluate", "evaluate_clustering", "evaluate_robustness", "evaluate_sts", "evaluate_triplets",
-    "evaluate_two_aspect", "feel_want_messages", "format_data_report", "format_evaluation", "format_report",
-    "format_summary", "load_task", "minilm_baseline", "pair_triplets", "plot_report", "report_payload",
-    "save_task", "suite_tasks", "write_feel_want_sets",
-]

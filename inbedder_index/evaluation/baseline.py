@@ -13,6 +13,8 @@ class InstructionAgnostic:
     """A plain sentence encoder (``encode(texts) -> array``, e.g. SentenceTransformer) posing as an
     instructed embedder that ignores the instruction: the baseline an InBedder has to beat."""
 
+    ignores_instruction = True  # evaluation then encodes each text once, whatever the instruction
+
     def __init__(self, encoder: Any, *, batch_size: int = 64) -> None:
         self.encoder = encoder
         self.batch_size = batch_size

@@ -7,7 +7,8 @@ same vectors from the same code:
 - ``torch`` (``pytorch.TorchRuntime``): the loaded PyTorch model, eager, SDPA attention;
 - ``onnx`` (``ort.OnnxRuntime``): the backbone exported once per model into the model cache and
   run by ONNX Runtime on the CPU (the ``onnx`` extra); ``quantize="int8"`` runs dynamically
-  quantised int8 weights instead, which changes the vectors (and so the fingerprint).
+  quantised int8 weights instead, which changes the vectors (and so the fingerprint); an
+  ``ort.Int8Settings`` instead of "int8" picks which weights (for experiments).
 
 Caches of keys/values are opaque to the encoder: it only hands back what ``forward`` returned,
 and ``crop`` cuts one back to its first tokens so that several suffixes can share a prefix.
@@ -59,11 +60,13 @@ class Runtime(Protocol):
         ...
 
 
-def check_options(runtime: str, quantize: str | None, device: torch.device, dtype: torch.dtype) -> None:
+def check_options(runtime: str, quantize: Any, device: torch.device, dtype: torch.dtype) -> None:
     """Fail early, naming the value, on a runtime/quantisation choice that cannot run here."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; use one of {list(RUNTIMES)}")
-    if quantize is not None and quantize not in QUANTIZE:
+    from .ort import Int8Settings
+
+    if quantize is not None and quantize not in QUANTIZE and not isinstance(quantize, Int8Settings):
         raise ValueError(f"unknown quantize {quantize!r}; use None or one of {list(QUANTIZE)}")
     if quantize is not None and runtime != "onnx":
         raise ValueError(f"quantize={quantize!r} needs runtime='onnx' (dynamic int8 weights run in ONNX Runtime)")
@@ -78,7 +81,7 @@ def load_runtime(
     model: torch.nn.Module,
     kind: Kind,
     *,
-    quantize: str | None,
+    quantize: Any,
     fingerprint: str,
     cache_dir: str | os.PathLike[str] | None,
     threads: int | None = None,

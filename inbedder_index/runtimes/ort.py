@@ -20,6 +20,7 @@ is written.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -52,17 +53,16 @@ _EXPORT_MIN_COSINE = 0.9999  # the probe batch: exported graph against the PyTor
 
 @dataclass(frozen=True)
 class Int8Settings:
-    """Which weights dynamic int8 quantisation touches (activations are quantised per call)."""
+    """Which weights dynamic int8 quantisation touches (activations are quantised per call, per tensor)."""
 
     per_channel: bool = True  # one scale per output column, not one per matrix
     reduce_range: bool = True  # 7-bit weights: no saturation in the u8 x s8 kernels of CPUs without VNNI
-    attention: bool = True  # the q/k/v/o projections too, not only the MLP
-    float_last_layers: int = 0  # the last N layers keep float32 weights
+    float_modules: tuple[str, ...] = ()  # regexes on module paths ("mlp.down_proj", r"layers\.29\.") kept float32
 
     @property
     def tag(self) -> str:
-        return (f"pc{int(self.per_channel)}-rr{int(self.reduce_range)}-att{int(self.attention)}"
-                f"-last{self.float_last_layers}")
+        spec = json.dumps(asdict(self), sort_keys=True)
+        return f"pc{int(self.per_channel)}-rr{int(self.reduce_range)}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
 
 
 INT8 = Int8Settings()  # what quantize="int8" means: see the README for the measured choice
@@ -284,15 +284,7 @@ def _weight_matmuls(graph: Any) -> list[tuple[str, str]]:
 
 def _excluded(matmuls: list[tuple[str, str]], settings: Int8Settings) -> list[str]:
     """The weight matmuls that ``settings`` keeps in float32."""
-    layer_of = {name: int(m.group(1)) for name, path in matmuls if (m := re.search(r"\.(\d+)\.", path))}
-    n_layers = max(layer_of.values(), default=-1) + 1
-    keep = []
-    for name, path in matmuls:
-        attention = re.search(r"attn|attention", path, re.IGNORECASE) is not None
-        late = layer_of.get(name, -1) >= n_layers - settings.float_last_layers
-        if (attention and not settings.attention) or (settings.float_last_layers and late):
-            keep.append(name)
-    return keep
+    return [name for name, path in matmuls if any(re.search(pattern, path) for pattern in settings.float_modules)]
 
 
 def quantize_graph(source: Path, folder: Path, settings: Int8Settings) -> dict[str, Any]:
@@ -365,6 +357,7 @@ class OnnxRuntime:
             with file_lock(root / f".{self.entry.name}.lock"):
                 shutil.rmtree(self.entry, ignore_errors=True)
         self.session = session
+        self.record = record  # what GRAPH.json says: inputs, outputs, int8 settings, probe cosine, versions
         self.inputs: list[str] = record["inputs"]
         self.outputs: list[str] = record["outputs"]
         self._past_shapes = [tuple(shape) for shape in record["past_shapes"]]

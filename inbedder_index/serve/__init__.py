@@ -11,8 +11,8 @@ end: an ``InBedder`` whose model runs in such a server. Needs the ``serve`` extr
 
 from __future__ import annotations
 
-from .app import Settings, create_app
+from .app import create_app
 from .server import background, run
-from .service import Service
+from .service import Service, Settings
 
 __all__ = ["Service", "Settings", "background", "create_app", "run"]

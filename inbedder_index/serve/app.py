@@ -14,9 +14,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -30,36 +28,18 @@ from ..errors import (
     ModelMismatchError,
     UnknownInstructionError,
 )
-from .batching import Batcher, QueueFullError, ShuttingDownError
-from .metrics import ASGIApp, Message, Metrics, Scope
+from .batching import QueueFullError, ShuttingDownError
+from .metrics import ASGIApp, Message, Scope
+from .service import Service
 
 fastapi = import_optional("fastapi", "serve")
 from fastapi import APIRouter, Depends, FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import JSONResponse, Response  # noqa: E402
+from fastapi.responses import Response  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What a server allows; the CLI's ``serve`` flags."""
-
-    api_key: str | None = None
-    default_instruction: str | None = None
-    read_only: bool = False
-    max_batch: int = 64  # texts per encode call
-    max_wait_ms: float = 5.0  # how long a lone request waits for company
-    max_queue: int = 4096  # texts waiting for the model; more gets 503
-    max_inputs: int = 2048  # texts (or documents) per request; more gets 413
-    max_request_bytes: int = 8 * 2**20  # request body; more gets 413
-
-    def __post_init__(self) -> None:
-        if self.max_inputs > self.max_queue:
-            raise ValueError(f"max_inputs ({self.max_inputs}) exceeds max_queue ({self.max_queue}): "
-                             "such a request could never be queued")
 
 
 class ApiError(Exception):
@@ -207,9 +187,9 @@ class _BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(service: Any) -> ASGIApp:
+def create_app(service: Service) -> ASGIApp:
     """The ASGI app over a ``Service`` (its encoder, indexes, batcher, metrics and settings)."""
-    settings: Settings = service.settings
+    settings = service.settings
     encoder = service.encoder
     started = int(time.time())
     app = FastAPI(title="inbedder-index", description="Instruction-following embeddings and search",

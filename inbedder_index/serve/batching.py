@@ -15,7 +15,6 @@ Encoding runs off the event loop; results come back through ``concurrent.futures
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import threading
 import time
@@ -27,8 +26,6 @@ from typing import Any
 import numpy as np
 
 from .metrics import Metrics
-
-logger = logging.getLogger(__name__)
 
 EncodeBatch = Callable[[list[str], str], tuple[np.ndarray, list[int]]]
 """``(texts, instruction) -> (vectors, prompt tokens per text)``."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,27 @@ import numpy as np
 from ..encoder import InBedder
 from ..index import InstructionIndex
 from ..models import DEFAULT_MODEL
-from .app import Settings
 from .batching import Batcher
 from .metrics import Metrics
 
-logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Settings:
+    """What a server allows; the CLI's ``serve`` flags."""
+
+    api_key: str | None = None
+    default_instruction: str | None = None
+    read_only: bool = False
+    max_batch: int = 64  # texts per encode call
+    max_wait_ms: float = 5.0  # how long a lone request waits for company
+    max_queue: int = 4096  # texts waiting for the model; more gets 503
+    max_inputs: int = 2048  # texts (or documents) per request; more gets 413
+    max_request_bytes: int = 8 * 2**20  # request body; more gets 413
+
+    def __post_init__(self) -> None:
+        if self.max_inputs > self.max_queue:
+            raise ValueError(f"max_inputs ({self.max_inputs}) exceeds max_queue ({self.max_queue}): "
+                             "such a request could never be queued")
 
 
 def index_names(paths: Sequence[str]) -> dict[str, str]:

@@ -1,0 +1,267 @@
+"""Distributed build throughput: 1 and 2 Ray encoder actors against plain ``encode`` in one process.
+
+The same ``--n`` documents (AG-News-like, ``common.news_texts``) under ``--instructions``
+instructions (the first of ``common.INSTRUCTIONS``), each configuration in a fresh process
+(``common.run_in_child``), so that its start-up and peak memory are its own:
+
+- ``plain-Tt``: ``InBedder(model).encode(texts, instructions)``, one call with every instruction
+  (shared prefix), ``T`` torch threads: every usable core (the single-process figure to beat)
+  and 1 (what one actor has, the per-actor baseline). A 4-text warm-up call first, untimed.
+- ``ray-K``: ``inbedder_index.distributed.build`` of a FAISS index whose corpus holds the texts
+  (``store_documents``), ``K`` actors of 1 CPU (so 1 thread) each, blocks of ``--block``
+  documents, on a local Ray cluster that the build starts and stops (so ``ray.init`` is timed).
+
+Figures. Plain: documents/s = N / the encode call. Ray, from the build's ``BuildReport``:
+start-up = ``ray.init`` + the time to the first block back (actor processes, model loads, the
+first block); steady documents/s = documents back after every actor's first block / the time
+they took (the build's own throughput once started, driver-side FAISS upserts, checkpoints and
+corpus records included); end-to-end = N / the whole build. Per-actor figures: steady documents/s
+divided by K, and each actor's own encode rate (documents / the seconds actors spent in
+``encode``). Scaling efficiency = steady(ray-2) / (2 x steady(ray-1)). Peak memory: the
+process's VmHWM, and the largest sum of RSS over its whole process tree (Ray's GCS, raylet and
+actor processes included; shared pages count once per process), sampled every 0.25 s.
+
+The target (issue 12): steady(ray-2) >= 0.8 x plain with every core; the ratio to the faster of
+the two plain runs is printed too (on a busy machine one thread can beat two).
+
+Run from the repository root::
+
+    python benchmarks/ray_build.py --quick     # tiny random model, 64 documents: checks that it works
+    python benchmarks/ray_build.py             # the default model, 256 documents, blocks of 16
+
+Results: ``benchmarks/results/ray_build.json`` and ``ray_build.png`` (``ray_build_quick.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import (  # noqa: E402
+    INSTRUCTIONS,
+    RESULTS_DIR,
+    add_common_args,
+    machine_info,
+    news_texts,
+    peak_rss_bytes,
+    run_in_child,
+    save_results,
+    setup_logging,
+)
+
+logger = logging.getLogger("benchmarks.ray_build")
+MIB = 2**20
+
+
+class TreeMemory:
+    """The largest sum of RSS over this process and all its descendants, sampled from a thread."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        import psutil
+
+        self.peak = 0
+        self._root = psutil.Process()
+        self._psutil = psutil
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            total = 0
+            for process in [self._root, *self._root.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except self._psutil.Error:  # exited meanwhile
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One configuration, in this fresh process."""
+    from inbedder_index import InBedder, InstructionIndex
+    from inbedder_index.threads import set_threads
+
+    logging.getLogger("inbedder_index").setLevel(logging.WARNING)  # Ray's own logs and bars stay quiet too
+    memory = TreeMemory()
+    texts = news_texts(spec["n"], seed=spec["seed"])
+    instructions = INSTRUCTIONS[: spec["instructions"]]
+    result: dict[str, Any] = {"config": spec["config"], "n": spec["n"]}
+    if spec["config"].startswith("plain"):
+        set_threads(spec["threads"])
+        encoder = InBedder(spec["model"])
+        encoder.encode(texts[:4], instructions)
+        start = time.perf_counter()
+        encoder.encode(texts, instructions)
+        seconds = time.perf_counter() - start
+        result.update(threads=spec["threads"], seconds=seconds, docs_per_s=spec["n"] / seconds)
+    else:
+        from inbedder_index import distributed
+
+        set_threads(1)  # the driver only reads, upserts and records
+        folder = Path(spec["workdir"]) / spec["config"]
+        with InstructionIndex.open(folder, model=InBedder(spec["model"])) as index:
+            index.store_documents([{"id": f"d{i:06d}", "text": text} for i, text in enumerate(texts)])
+            report = distributed.build(index, instructions, num_actors=spec["actors"], cpus_per_actor=1,
+                                       batch_size=spec["block"], show_progress_bar=False)
+            counts = [c["count"] for c in index.stats()["collections"]]
+        assert counts == [spec["n"]] * len(instructions), counts
+        actors = report.actors
+        result.update(
+            actors=actors, blocks=report.blocks, seconds=report.seconds, connect_s=report.connect_seconds,
+            first_block_s=report.first_block_seconds, startup_s=report.connect_seconds + report.first_block_seconds,
+            steady_s=report.steady_seconds, steady_documents=report.steady_documents,
+            docs_per_s=report.steady_docs_per_second, end_to_end_docs_per_s=spec["n"] / report.seconds,
+            per_actor_docs_per_s=(report.steady_docs_per_second or 0) / actors,
+            actor_encode_docs_per_s=spec["n"] / (report.worker_seconds / actors),
+            worker_seconds=report.worker_seconds, worker_peak_rss_bytes=report.worker_peak_rss_bytes,
+        )
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    result["tree_peak_rss_bytes"] = memory.stop()
+    return result
+
+
+def table(results: list[dict[str, Any]], plain_docs_per_s: float) -> str:
+    header = (f"{'config':<10} {'docs/s':>8} {'vs plain':>8} {'end-to-end':>10} {'start-up s':>10} {'per actor':>9} "
+              f"{'actor encode':>12} {'peak MB':>8} {'tree MB':>8}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        ray_run = "actors" in r
+        lines.append(
+            f"{r['config']:<10} {r['docs_per_s']:>8.2f} {r['docs_per_s'] / plain_docs_per_s:>7.2f}x "
+            + (f"{r['end_to_end_docs_per_s']:>10.2f} {r['startup_s']:>10.1f} {r['per_actor_docs_per_s']:>9.2f} "
+               f"{r['actor_encode_docs_per_s']:>12.2f} " if ray_run else f"{'':>10} {'':>10} {'':>9} {'':>12} ")
+            + f"{r['peak_rss_bytes'] / MIB:>8.0f} {r['tree_peak_rss_bytes'] / MIB:>8.0f}"
+        )
+    lines.append("(docs/s: plain = N / one encode call; ray = steady state, after every actor's first block. "
+                 "start-up = ray.init + first block back. peak MB: this process; tree MB: with Ray's processes)")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.5))
+    names = [r["config"] for r in results]
+    speed.bar(names, [r["docs_per_s"] for r in results], color=["C0" if "actors" not in r else "C1" for r in results],
+              label="steady (ray) / one call (plain)")
+    ray_runs = [(i, r) for i, r in enumerate(results) if "actors" in r]
+    speed.scatter([i for i, _ in ray_runs], [r["end_to_end_docs_per_s"] for _, r in ray_runs], color="k", zorder=3,
+                  label="ray end to end (start-up included)")
+    speed.set_ylabel("documents / s")
+    speed.legend(fontsize=8)
+    speed.grid(True, axis="y", alpha=0.3)
+    memory.bar(names, [r["tree_peak_rss_bytes"] / MIB for r in results], color="C2", label="process tree")
+    memory.bar(names, [r["peak_rss_bytes"] / MIB for r in results], color="C4", label="this process")
+    memory.set_ylabel("peak RSS, MiB")
+    memory.legend(fontsize=8)
+    memory.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--model", default=None, help="model name or folder (default: the default model; "
+                                                      "--quick: a tiny random Llama)")
+    parser.add_argument("--n", type=int, default=None, help="documents (default 256; --quick: 64)")
+    parser.add_argument("--block", type=int, default=16, help="documents per Ray block (default 16)")
+    parser.add_argument("--instructions", type=int, default=2, help="instructions, encoded in one pass (default 2)")
+    parser.add_argument("--out", default=None, help="results name (default: ray_build, or ray_build_quick)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if args.child:
+        Path(args.child_out).write_text(json.dumps(child(json.loads(args.child))))
+        return 0
+
+    cores = len(os.sched_getaffinity(0))
+    work = Path(tempfile.mkdtemp(prefix="ray_build-"))
+    model = args.model
+    if model is None and args.quick:
+        from build_memory import make_tiny_model
+
+        tiny, tokenizer = make_tiny_model(64, args.seed)
+        model = str(work / "tiny-llama")
+        tiny.save_pretrained(model)
+        tokenizer.save_pretrained(model)
+    if model is None:
+        from inbedder_index.models import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL
+    n = args.n or (64 if args.quick else 256)
+    base = {"model": model, "n": n, "seed": args.seed, "instructions": args.instructions, "block": args.block,
+            "workdir": str(work)}
+    configs = [dict(base, config=f"plain-{cores}t", threads=cores), dict(base, config="plain-1t", threads=1),
+               dict(base, config="ray-1", actors=1), dict(base, config="ray-2", actors=2)]
+    load_start = os.getloadavg()[0]
+    results = []
+    try:
+        for spec in configs:
+            logger.info("%s: fresh process", spec["config"])
+            results.append(run_in_child(__file__, spec, work / f"{spec['config']}.json"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info = machine_info("cpu")
+    info["load_average_1m_start"] = load_start
+    plain, plain_1t, ray_1, ray_2 = results
+    verdict = {
+        "ray2_vs_plain": ray_2["docs_per_s"] / plain["docs_per_s"],
+        "ray2_vs_best_plain": ray_2["docs_per_s"] / max(plain["docs_per_s"], plain_1t["docs_per_s"]),
+        "ray2_end_to_end_vs_plain": ray_2["end_to_end_docs_per_s"] / plain["docs_per_s"],
+        "ray1_vs_plain_1t": ray_1["docs_per_s"] / plain_1t["docs_per_s"],
+        "scaling_efficiency": ray_2["docs_per_s"] / (2 * ray_1["docs_per_s"]),
+        "target": 0.8,
+    }
+    verdict["met"] = verdict["ray2_vs_plain"] >= verdict["target"]
+    print(f"\nray_build ({'quick' if args.quick else 'full'}): {n} documents x {args.instructions} instructions, "
+          f"model {Path(model).name}, blocks of {args.block}; {info['cpu_model']}, {cores} cores, "
+          f"load {load_start:.1f} at start")
+    print(table(results, plain["docs_per_s"]))
+    print(f"ray-2 steady / {plain['config']}: {verdict['ray2_vs_plain']:.2f}x (target >= 0.8: "
+          f"{'MET' if verdict['met'] else 'NOT MET'}); end to end, start-up included: "
+          f"{verdict['ray2_end_to_end_vs_plain']:.2f}x; against the faster of the two plain runs: "
+          f"{verdict['ray2_vs_best_plain']:.2f}x")
+    print(f"one actor / one thread in one process: {verdict['ray1_vs_plain_1t']:.2f}x; 2 actors / (2 x 1 actor): "
+          f"{verdict['scaling_efficiency']:.2f} (1.00 = linear)")
+    if load_start > 0.5 * cores:
+        print(f"note: load average {load_start:.1f} on {cores} cores: other jobs shared these cores, so the "
+              "timings are noisy")
+    if not args.no_save:
+        name = args.out or ("ray_build_quick" if args.quick else "ray_build")
+        path = save_results(name, {"quick": args.quick, "settings": base | {"workdir": None}, "machine": info,
+                                   "results": results, "verdict": verdict})
+        png = RESULTS_DIR / f"{name}.png"
+        plot(results, png, f"Distributed build (Ray) vs one process, {n} docs x {args.instructions} instructions, "
+                           f"{Path(model).name}\n{info['cpu_model']}, {cores} cores, load {load_start:.1f}")
+        print(f"saved {path} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
