@@ -36,20 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import INSTRUCTIONS, add_common_args, cosine_rows, machine_info, mixed_texts, save_results, setup_logging  # noqa: E402
 
-from inbedder_index.runtimes.ort import Int8Settings  # noqa: E402
+from inbedder_index.runtimes.ort import INT8, MLP_OUT, Int8Settings  # noqa: E402
 
 logger = logging.getLogger("benchmarks.int8_quality")
 
 MAX_HM_DROP = 0.02
-_MLP_OUT = r"down_proj|fc2|output\.dense"  # the MLP's output projection (Llama, OPT, RoBERTa): its inputs have outliers
 CANDIDATES: dict[str, Int8Settings] = {
     "all": Int8Settings(),
     "all-8bit": Int8Settings(reduce_range=False),
     "all-per-matrix": Int8Settings(per_channel=False),
-    "float-mlp-out": Int8Settings(float_modules=(_MLP_OUT,)),
+    "float-mlp-out": Int8Settings(float_modules=(MLP_OUT,)),
     "float-attention": Int8Settings(float_modules=(r"attn|attention",)),
-    "float-ends": Int8Settings(float_modules=(r"layers?\.(0|1|28|29)\.",)),
-    "float-mlp-out-ends": Int8Settings(float_modules=(_MLP_OUT, r"layers?\.(0|1|28|29)\.")),
+    "float-ends": Int8Settings(float_end_layers=2),
+    "float-mlp-out-ends": INT8,  # the default: MLP output projections and the first and last 2 layers float
 }
 EVAL_SETS = ("feel-want-triplets", "topic-place-clustering", "review-sts")
 

@@ -17,7 +17,8 @@ first block); steady documents/s = documents back after every actor's first bloc
 they took (the build's own throughput once started, driver-side FAISS upserts, checkpoints and
 corpus records included); end-to-end = N / the whole build. Per-actor figures: steady documents/s
 divided by K, and each actor's own encode rate (documents / the seconds actors spent in
-``encode``). Scaling efficiency = steady(ray-2) / (2 x steady(ray-1)). Peak memory: the
+``encode``); the driver's rate (documents / the seconds it spent upserting, checkpointing and
+recording blocks) bounds how many actors it can keep busy. Scaling efficiency = steady(ray-2) / (2 x steady(ray-1)). Peak memory: the
 process's VmHWM, and the largest sum of RSS over its whole process tree (Ray's GCS, raylet and
 actor processes included; shared pages count once per process), sampled every 0.25 s.
 
@@ -132,6 +133,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             per_actor_docs_per_s=(report.steady_docs_per_second or 0) / actors,
             actor_encode_docs_per_s=spec["n"] / (report.worker_seconds / actors),
             worker_seconds=report.worker_seconds, worker_peak_rss_bytes=report.worker_peak_rss_bytes,
+            driver_seconds=report.driver_seconds, driver_docs_per_s=spec["n"] / report.driver_seconds,
         )
     result["peak_rss_bytes"] = peak_rss_bytes()
     result["tree_peak_rss_bytes"] = memory.stop()
@@ -249,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{verdict['ray2_vs_best_plain']:.2f}x")
     print(f"one actor / one thread in one process: {verdict['ray1_vs_plain_1t']:.2f}x; 2 actors / (2 x 1 actor): "
           f"{verdict['scaling_efficiency']:.2f} (1.00 = linear)")
+    print(f"driver: {ray_2['driver_seconds']:.2f} s to store and record {n} documents (ray-2): it keeps up with "
+          f"{ray_2['driver_docs_per_s']:.0f} documents/s, {ray_2['driver_docs_per_s'] / ray_1['docs_per_s']:.0f} "
+          "actors of ray-1's speed")
     if load_start > 0.5 * cores:
         print(f"note: load average {load_start:.1f} on {cores} cores: other jobs shared these cores, so the "
               "timings are noisy")

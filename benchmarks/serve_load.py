@@ -3,8 +3,8 @@ texts to ``/v1/embeddings``, against in-process batched ``InBedder.encode`` of t
 same run.
 
 1. In-process baseline: the model is loaded here and ``encode(texts, instruction, batch_size=32)``
-   is timed on all ``--requests`` texts (best of two, after a warm-up), before and after the
-   load runs; the baseline is their mean.
+   is timed on all ``--requests`` texts (after a warm-up batch), before and after the load
+   runs; the baseline is their mean.
 2. The server: ``inbedder-index serve --model MODEL --port 0`` in its own process, as a user
    runs it (dynamic batching on, its defaults).
 3. For each concurrency C: C asyncio clients (httpx, one connection each) share the
@@ -16,10 +16,11 @@ same run.
 
 Target (printed as MET / NOT MET): with 32 clients, throughput >= 70 % of the in-process
 baseline and no failed request. Client and server share the machine's cores, as they would
-on one host.
+on one host; the server and the baseline use the same CPU threads (``--threads``, default the
+CLI's: one on a machine with at most two cores).
 
     python benchmarks/serve_load.py --quick     # 48 requests per level
-    python benchmarks/serve_load.py             # 512 requests per level
+    python benchmarks/serve_load.py             # 256 requests per level
 
 Results: ``benchmarks/results/serve_load.json`` and ``serve_load.png`` (``serve_load_quick.*``).
 """
@@ -62,18 +63,16 @@ TARGET_FRACTION = 0.70
 
 
 def baseline(encoder: Any, texts: list[str]) -> float:
-    """Texts per second of in-process batched ``encode`` (best of two, after a warm-up)."""
+    """Texts per second of in-process batched ``encode`` (after a warm-up batch)."""
     encoder.encode(texts[:32], INSTRUCTION, batch_size=32, show_progress_bar=False)
-    best = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        encoder.encode(texts, INSTRUCTION, batch_size=32, show_progress_bar=False)
-        best = min(best, time.perf_counter() - start)
-    return len(texts) / best
+    start = time.perf_counter()
+    encoder.encode(texts, INSTRUCTION, batch_size=32, show_progress_bar=False)
+    return len(texts) / (time.perf_counter() - start)
 
 
-def start_server(model: str, log: Path) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "inbedder_index.cli", "serve", "--model", model, "--port", "0"]
+def start_server(model: str, threads: int | None, log: Path) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "inbedder_index.cli", *(["--threads", str(threads)] if threads else []),
+               "serve", "--model", model, "--port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -146,8 +145,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     levels = result["levels"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    bars = left.bar([str(level["clients"]) for level in levels], [level["texts_per_s"] for level in levels],
-                    color="#3366cc")
+    bars = left.bar(range(len(levels)), [level["texts_per_s"] for level in levels], color="#3366cc")
+    left.set_xticks(range(len(levels)), [str(level["clients"]) for level in levels])
     left.bar_label(bars, fmt="%.1f")
     left.axhline(result["baseline_texts_per_s"], color="black", linestyle="--", linewidth=1,
                  label="in-process batched encode")
@@ -173,21 +172,26 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default=None, help="model to serve (default: the default model)")
-    parser.add_argument("--requests", type=int, default=None, help="requests per level (default 512; --quick: 48)")
+    parser.add_argument("--requests", type=int, default=None, help="requests per level (default 256; --quick: 48)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the server and of the in-process baseline alike (default: the CLI's)")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from inbedder_index import DEFAULT_MODEL, InBedder
+    from inbedder_index.threads import default_threads, set_threads
 
     model = args.model or DEFAULT_MODEL
-    texts = news_texts(args.requests or (48 if args.quick else 512), seed=args.seed, words=(8, 20))
+    threads = args.threads or default_threads()
+    set_threads(threads)  # the baseline runs with the threads the server gets
+    texts = news_texts(args.requests or (48 if args.quick else 256), seed=args.seed, words=(8, 20))
     name = "serve_load_quick" if args.quick else "serve_load"
     load_start = os.getloadavg()[0]
     encoder = InBedder(model)
     before = baseline(encoder, texts)
     logger.info("in-process batched encode: %.1f texts/s", before)
     log = Path(tempfile.mkstemp(prefix="serve_load-", suffix=".log")[1])
-    process, url = start_server(model, log)
+    process, url = start_server(model, threads, log)
     try:
         levels = []
         for clients in LEVELS:
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info("cpu")
     info["load_average_1m_start"] = load_start
     info["load_average_1m_end"] = os.getloadavg()[0]
-    result = {"model": model, "instruction": INSTRUCTION, "requests_per_level": len(texts),
+    result = {"model": model, "instruction": INSTRUCTION, "requests_per_level": len(texts), "threads": threads,
               "mean_words": statistics.mean(len(t.split()) for t in texts),
               "baseline_texts_per_s": base, "baseline_before_after": [before, after], "levels": levels,
               "server_peak_rss_mib": server_peak / 2**20 if server_peak else None,
@@ -223,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nserve_load ({'quick' if args.quick else 'full'}): {model}, {len(texts)} single-text requests per level "
           f"(~{result['mean_words']:.0f} words); {info['cpu_model']}, {info['usable_cores']} cores, "
           f"load {load_start:.1f} at start, {info['load_average_1m_end']:.1f} at end")
-    print(f"in-process batched encode (batch 32): {base:.1f} texts/s (before {before:.1f}, after {after:.1f})")
+    print(f"in-process batched encode (batch 32, {info['torch_threads']} thread(s) like the server): {base:.1f} "
+          f"texts/s (before {before:.1f}, after {after:.1f})")
     print(f"{'clients':>7} {'texts/s':>8} {'vs in-process':>13} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} "
           f"{'mean batch':>10} {'min cosine':>10}")
     for level in levels:

@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-length", type=int, help="token limit of a prompt (default: the index's, else 512)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $INBEDDER_INDEX_API_KEY)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $INBEDDER_INDEX_API_KEY, "
+                                         "which, unlike an argument, other users cannot read in the process list)")
     serve.add_argument("--read-only", action="store_true", help="serve search only (no writer lock, no writes)")
     serve.add_argument("--instruction", help="default instruction of requests that name none")
     serve.add_argument("--max-batch", type=int, default=64, help="texts per encode batch (default 64)")

@@ -2,8 +2,9 @@
 
 The driver (this process) opens the index for writing, so it holds the writer lock for the whole
 build. It registers the instructions, reads the corpus in pages, keeps the documents whose vector
-is missing or stale under any instruction (``Sync.stale``, as the local build does) and puts each
-page into Ray's object store as an Arrow block of ids and texts. Ray Data feeds the blocks to
+is missing or stale under any instruction (``Sync.stale``, as the local build does) and hands
+them to Ray as Arrow blocks of ids and texts (``ray.data.from_blocks``: no remote task per block;
+the driver holds the stale texts until they are in the object store). Ray Data feeds the blocks to
 ``map_batches`` over an actor pool of encoders (one per GPU, or one per ``cpus_per_actor``
 CPUs): each actor loads the model once and encodes a block under every instruction in one pass
 (the shared prefix). Then, per backend:
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import errors
 from .backends.base import import_optional
-from .errors import BackendUnavailableError, ModelMismatchError
+from .errors import BackendUnavailableError, InBedderError, ModelMismatchError
 from .sync import CHECKPOINT_DOCS, PROGRESS_MIN_DOCS, Sync
 
 if TYPE_CHECKING:
@@ -78,6 +81,9 @@ class BuildReport:
     """Documents of the blocks back in ``steady_seconds``: their ratio is the throughput once started."""
     worker_seconds: float
     """Time the actors spent encoding (and writing to a Qdrant server), summed over actors."""
+    driver_seconds: float
+    """Time the driver spent storing and recording blocks: the build cannot outpace
+    ``encoded / driver_seconds`` documents/s, however many actors encode."""
     worker_peak_rss_bytes: int
     """Largest peak resident memory of one actor process."""
 
@@ -179,6 +185,26 @@ def _connect(ray: Any, address: str | None, runtime_env: Mapping[str, Any] | Non
     return True
 
 
+_WORKER_ERROR = re.compile(r"^inbedder_index\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
+@contextmanager
+def _worker_errors(ray: Any) -> Iterator[None]:
+    """An error this library raised on a worker (a model that does not load or does not match) as
+    itself, in one line; Ray wraps it in a remote traceback that keeps only its text."""
+    try:
+        yield
+    except ray.exceptions.RayError as error:
+        found = _WORKER_ERROR.findall(str(error))
+        if not found:
+            raise
+        name, message = found[-1]
+        kind = getattr(errors, name, None)
+        if not (isinstance(kind, type) and issubclass(kind, InBedderError)):
+            kind = InBedderError
+        raise kind(f"on a Ray worker: {message}") from error
+
+
 @contextmanager
 def _quiet_ray_data(ray: Any) -> Iterator[None]:
     """Ray Data's progress bars and execution banners off (the build shows its own bar), restored after."""
@@ -221,12 +247,11 @@ def _pool_size(ray: Any, num_actors: int | None, cpus_per_actor: float,
     return num_actors, gpus_per_actor
 
 
-def _blocks(ray: Any, sync: Sync, instructions: Sequence[str], batch_size: int,
-            with_metadata: bool) -> tuple[list[Any], int]:
-    """The stale documents as Arrow blocks in Ray's object store (the driver keeps only the references)."""
+def _blocks(sync: Sync, instructions: Sequence[str], batch_size: int, with_metadata: bool) -> tuple[list[Any], int]:
+    """The stale documents as Arrow tables of ids, texts and, per instruction, which rows it lacks."""
     import pyarrow as pa
 
-    refs: list[Any] = []
+    tables: list[Any] = []
     total = 0
     for page in sync.corpus.iter_batches(batch_size):
         todo, stale = sync.stale(page, instructions)
@@ -238,9 +263,9 @@ def _blocks(ray: Any, sync: Sync, instructions: Sequence[str], batch_size: int,
         for k, instruction in enumerate(instructions):
             ids = stale.get(instruction, set())
             columns[f"need_{k}"] = [d.id in ids for d in todo]
-        refs.append(ray.put(pa.table(columns)))
+        tables.append(pa.table(columns))
         total += len(todo)
-    return refs, total
+    return tables, total
 
 
 def _record(sync: Sync, out: Mapping[str, np.ndarray], instructions: Sequence[str], answers: Mapping[str, bool],
@@ -338,32 +363,36 @@ def _run(ray: Any, index: InstructionIndex, instructions: list[str], started: fl
     }
     sync.drop_orphans(instructions)
     actors, gpus = _pool_size(ray, num_actors, cpus_per_actor, gpus_per_actor)
-    refs, total = _blocks(ray, sync, instructions, batch_size, with_metadata=server is not None)
-    if not refs:
-        return BuildReport(0, 0, 0, time.perf_counter() - started, connect_seconds, 0.0, 0.0, 0, 0.0, 0)
-    actors = min(actors, len(refs))  # an actor without a block would only load the model
+    tables, total = _blocks(sync, instructions, batch_size, with_metadata=server is not None)
+    blocks = len(tables)
+    if not blocks:
+        return BuildReport(0, 0, 0, time.perf_counter() - started, connect_seconds, 0.0, 0.0, 0, 0.0, 0.0, 0)
+    actors = min(actors, blocks)  # an actor without a block would only load the model
     kwargs = {"max_length": recorded.get("max_length", 512), **(encoder_kwargs or {})}
     constructor = {
         "model": model if model is not None else recorded["id"], "encoder_kwargs": kwargs,
         "fingerprint": recorded["fingerprint"], "instructions": instructions,
         "answers": any(wants_answers.values()), "threads": max(1, int(cpus_per_actor)), "qdrant": qdrant,
     }
-    logger.info("encoding %d documents in %d blocks on %d Ray actors (%g CPU, %g GPU each)", total, len(refs),
+    logger.info("encoding %d documents in %d blocks on %d Ray actors (%g CPU, %g GPU each)", total, blocks,
                 actors, cpus_per_actor, gpus)
     show = total >= PROGRESS_MIN_DOCS if show_progress_bar is None else show_progress_bar
     pending: dict[str, dict[str, str]] = {instruction: {} for instruction in instructions}
     arrivals: list[tuple[float, int]] = []  # (when, documents) of each block back
-    worker_seconds = 0.0
+    worker_seconds = driver_seconds = 0.0
     peak = 0
-    with _quiet_ray_data(ray):
-        dataset = ray.data.from_arrow_refs(refs).map_batches(
+    with _quiet_ray_data(ray), _worker_errors(ray):
+        # from_blocks puts the tables into the object store from here, with no remote task per block
+        dataset = ray.data.from_blocks(tables).map_batches(
             BlockEncoder, batch_size=batch_size, batch_format="numpy", fn_constructor_kwargs=constructor,
             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus or None,
         )
+        del tables  # the object store holds them now
         submitted = time.perf_counter()
         last_checkpoint = time.monotonic()
         with tqdm(total=total, desc="indexing (ray)", unit="doc", disable=not show) as bar:
             for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                back = time.perf_counter()
                 worker_seconds += float(np.sum(out["seconds"]))
                 peak = max(peak, int(np.max(out["peak_rss"])))
                 documents = _record(sync, out, instructions, wants_answers, qdrant is None, pending)
@@ -372,9 +401,10 @@ def _run(ray: Any, index: InstructionIndex, instructions: list[str], started: fl
                 else:  # the server holds the block already: record it now
                     sync.checkpoint(pending)
                 arrivals.append((time.perf_counter(), documents))
+                driver_seconds += arrivals[-1][0] - back
                 bar.update(documents)
     sync.checkpoint(pending)
     warm = min(actors, len(arrivals)) - 1
-    return BuildReport(total, len(refs), actors, time.perf_counter() - started, connect_seconds,
+    return BuildReport(total, blocks, actors, time.perf_counter() - started, connect_seconds,
                        arrivals[0][0] - submitted, arrivals[-1][0] - arrivals[warm][0],
-                       sum(docs for _, docs in arrivals[warm + 1:]), worker_seconds, peak)
+                       sum(docs for _, docs in arrivals[warm + 1:]), worker_seconds, driver_seconds, peak)

@@ -129,6 +129,7 @@ class InstructionIndex:
         read_only: bool = False,
         legacy_qdrant: bool = False,
         threads: int | None = None,
+        exact: bool = False,
         **encoder_kwargs: Any,
     ) -> InstructionIndex:
         """Open the index at ``path``, creating it when absent.
@@ -141,16 +142,17 @@ class InstructionIndex:
         ``read_only=True`` opens without the writer lock and never writes. ``legacy_qdrant``
         opens an index kept in qdrant-client's old local storage, which unpickles its data:
         only for folders you trust, to migrate them. ``threads`` sets the CPU threads of the
-        model and FAISS for the process (``inbedder_index.threads``).
+        model and FAISS for the process (``inbedder_index.threads``). On a Qdrant server, search
+        uses the server's HNSW (``hnsw_ef`` 128) unless ``exact=True`` asks for a full scan.
         """
         set_threads(threads)
         self = cls.__new__(cls)
         self._setup(_index_path(path), model, backend, qdrant_url, qdrant_api_key, hnsw, read_only,
-                    legacy_qdrant, encoder_kwargs)
+                    legacy_qdrant, exact, encoder_kwargs)
         return self
 
     def _setup(self, path: Path, model: str | InBedder | None, backend: str | None, qdrant_url: str | None,
-               qdrant_api_key: str | None, hnsw: bool, read_only: bool, legacy_qdrant: bool,
+               qdrant_api_key: str | None, hnsw: bool, read_only: bool, legacy_qdrant: bool, exact: bool,
                encoder_kwargs: dict[str, Any]) -> None:
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -191,7 +193,7 @@ class InstructionIndex:
             self._qdrant_url = manifest.data.get("qdrant_url") or qdrant_url
             self._storage = Storage(path, self.backend, index_id=manifest.index_id, qdrant_url=self._qdrant_url,
                                     qdrant_api_key=qdrant_api_key, qdrant_storage=manifest.data.get("qdrant_storage"),
-                                    read_only=read_only, legacy_qdrant=legacy_qdrant)
+                                    read_only=read_only, legacy_qdrant=legacy_qdrant, exact=exact)
             self._sync = Sync(self._corpus_handle, self._storage, manifest, self._save_manifest)
             self._encoder = InBedder(model, **encoder_kwargs) if isinstance(model, str) else model
             if self._encoder is not None:

@@ -35,11 +35,12 @@ class Storage:
 
     def __init__(self, root: Path, backend: str, *, index_id: str | None, qdrant_url: str | None,
                  qdrant_api_key: str | None, qdrant_storage: str | None, read_only: bool,
-                 legacy_qdrant: bool) -> None:
+                 legacy_qdrant: bool, exact: bool = False) -> None:
         self.root = root
         self.kind = backend
         self.index_id = index_id
         self.read_only = read_only
+        self.exact = exact
         self.where = "the Qdrant server " + qdrant_url if qdrant_url else f"{root}"
         self._open: dict[str, VectorBackend] = {}
         self._client: Any = None
@@ -77,7 +78,7 @@ class Storage:
             backend = open_backend(
                 self.kind, directory=directory, name=name, dim=entry["dim"], create=create and not self.read_only,
                 hnsw=entry.get("hnsw", False), qdrant_client=self._client, read_only=self.read_only,
-                index_id=self.index_id,
+                index_id=self.index_id, exact=self.exact,
             )
         except CollectionNotFoundError as exc:
             raise MissingCollectionError(

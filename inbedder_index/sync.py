@@ -21,6 +21,7 @@ from .corpus import Corpus, Document
 from .encoder import InBedder
 from .manifest import Manifest, now
 from .backends.base import VectorBackend
+from .backends.qdrant_common import infer_payload_schema
 from .storage import MissingCollectionError, Storage
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,19 @@ class Sync:
                 bar.update(len(batch))
                 last_checkpoint = self.checkpoint_if_due(pending, last_checkpoint)
         self.checkpoint(pending)
+        if encoded:
+            self.index_payloads(instructions)
         return encoded
+
+    def index_payloads(self, instructions: Sequence[str]) -> None:
+        """Payload indexes for the metadata fields documents carry, on backends that filter natively
+        (Qdrant's advice for filtered search); FAISS filters through the corpus and needs none."""
+        backends = [self.collection(i) for i in instructions]
+        backends = [b for b in backends if hasattr(b, "ensure_payload_indexes")]
+        if backends:
+            schema = infer_payload_schema(d.metadata for batch in self.corpus.iter_batches(1024) for d in batch)
+            for backend in backends:
+                backend.ensure_payload_indexes(schema)
 
     def stale(self, batch: Sequence[Document],
               instructions: Sequence[str]) -> tuple[list[Document], dict[str, set[str]]]:

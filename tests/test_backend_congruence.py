@@ -205,7 +205,8 @@ def test_nearest_neighbour_of_a_stored_vector_is_itself(shared: VectorBackend) -
         {"even": False},
         {"even": [True, False]},
         {"even": False, "color": "blue"},
-        {"size": True},  # a bool never matches a number
+        {"size": True},  # a bool never matches a number ...
+        {"even": 1},  # ... nor a number a bool
         {"color": ["red", "green"]},
         {"size": [0, 3], "even": True},
         {"weight": [1, 2.0]},  # ints match stored floats numerically

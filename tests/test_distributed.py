@@ -26,6 +26,7 @@ ray = pytest.importorskip("ray", reason="the distributed build needs the 'ray' e
 from inbedder_index import InBedder, InstructionIndex  # noqa: E402
 from inbedder_index import distributed  # noqa: E402
 from inbedder_index.cli import main  # noqa: E402
+from inbedder_index.errors import ModelMismatchError  # noqa: E402
 from qdrant_server import SKIP_REASON, server_api_key, server_url  # noqa: E402
 from tiny_models import make_model  # noqa: E402
 
@@ -227,6 +228,17 @@ def test_workers_upsert_straight_to_a_qdrant_server(cluster, model_folder, refer
         finally:
             for instruction in index.instructions():
                 index.drop_instruction(instruction)
+
+
+def test_workers_refuse_a_model_that_is_not_the_index_s(cluster, model_folder, tmp_path):
+    other, tokenizer = make_model("llama", seed=1)
+    folder = tmp_path / "other"
+    other.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with new_index(tmp_path / "idx", model_folder) as index:
+        with pytest.raises(ModelMismatchError, match=r"on a Ray worker: .*fingerprint"):
+            distributed.build(index, [FEEL], model=str(folder), num_actors=1)
+        assert index.stats()["collections"][0]["pending"] == len(DOCS)  # nothing recorded
 
 
 def test_missing_ray_names_the_extra(monkeypatch, tmp_path):

@@ -137,6 +137,9 @@ def test_int8_settings_choose_the_float_matmuls(graphs):
     assert len(no_attention) == 2 * 4 and all("self_attn" in dict(matmuls)[name] for name in no_attention)
     last = ort._excluded(matmuls, ort.Int8Settings(float_modules=(r"layers\.1\.", "down_proj")))
     assert len(last) == 7 + 1 and {dict(matmuls)[name] for name in last} >= {"backbone.layers.0.mlp.down_proj"}
+    assert ort._excluded(matmuls, ort.Int8Settings(float_end_layers=1)) == []  # 2 layers: too few to spare ends
+    default = ort._excluded(matmuls, ort.INT8)
+    assert sorted(dict(matmuls)[name] for name in default) == [f"backbone.layers.{i}.mlp.down_proj" for i in (0, 1)]
     assert ort.Int8Settings().tag != ort.Int8Settings(float_modules=("down_proj",)).tag
 
 

@@ -253,8 +253,10 @@ class _UnitVectors:
     def prefetch(self, texts: Sequence[str], instructions: Sequence[str]) -> None:
         """Vectors and answers under several instructions in one call, for an InBedder: a causal
         model then runs each text's input once for all of them (other embedders: a no-op)."""
+        if not self._shares_input:
+            return
         missing = unique(t for t in texts if any(self._key(i, t) not in self._answers for i in instructions))
-        if self._shares_input and missing:
+        if missing:
             results = self._embedder.encode(missing, list(instructions), **self._kwargs, return_answers=True)
             for instruction, (vectors, answers) in results.items():
                 self._put(missing, instruction, vectors, answers)

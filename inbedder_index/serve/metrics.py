@@ -12,6 +12,7 @@ from typing import Any
 from ..backends.base import import_optional
 
 prometheus = import_optional("prometheus_client", "serve")
+prometheus.disable_created_metrics()  # no *_created series: start times say nothing a scraper needs
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
