@@ -59,6 +59,18 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------ links and escapes
 
 
+def _edit_manifest(path: Path, change) -> dict:
+    """Apply ``change`` to the stored manifest (as a crafted or damaged folder would); returns it."""
+    conn = sqlite3.connect(path / "corpus.sqlite")
+    manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()[0])
+    change(manifest)
+    conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
+    conn.commit()
+    conn.close()
+    return manifest
+
+
+
 def test_a_linked_lock_is_refused_and_its_target_untouched(built, tmp_path, encoder):
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
@@ -77,12 +89,7 @@ def test_drop_never_deletes_through_a_linked_faiss_folder(built, tmp_path, encod
         name = index._entry(FEEL)["name"]
     (built / "faiss").rename(tmp_path / "real-faiss")
     (built / "faiss").symlink_to(outside)
-    conn = sqlite3.connect(built / "corpus.sqlite")
-    manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()[0])
-    manifest["collections"][FEEL]["name"] = "victim"
-    conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
-    conn.commit()
-    conn.close()
+    _edit_manifest(built, lambda manifest: manifest["collections"][FEEL].update(name="victim"))
     with pytest.raises(UnsafePathError):
         with InstructionIndex.open(built, model=encoder) as index:
             index.drop_instruction(FEEL)
@@ -91,12 +98,7 @@ def test_drop_never_deletes_through_a_linked_faiss_folder(built, tmp_path, encod
 
 
 def test_a_collection_name_that_escapes_the_folder_is_refused(built, encoder):
-    conn = sqlite3.connect(built / "corpus.sqlite")
-    manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()[0])
-    manifest["collections"][FEEL]["name"] = "../../etc"
-    conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
-    conn.commit()
-    conn.close()
+    _edit_manifest(built, lambda manifest: manifest["collections"][FEEL].update(name="../../etc"))
     with pytest.raises(ManifestError, match="unsafe collection name"):
         InstructionIndex.open(built, model=encoder)
 
@@ -122,22 +124,16 @@ def _plant_pickle(folder: Path, marker: Path) -> None:
 def test_a_planted_pickle_never_runs(built, tmp_path, encoder):
     marker = tmp_path / "pwned"
     _plant_pickle(built / "qdrant", marker)
-    conn = sqlite3.connect(built / "corpus.sqlite")
-    manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()[0])
-    manifest["backend"] = "qdrant"  # a FAISS index edited to claim Qdrant storage
-    conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
-    conn.commit()
-    conn.close()
+    _edit_manifest(built, lambda manifest: manifest.update(backend="qdrant"))  # a FAISS index claiming Qdrant
     for command in ("info", "list"):
         _cli(command, str(built))
     _cli("search", str(built), "refund", "--instruction", FEEL)
     assert not marker.exists()
-    manifest.update(version=1, qdrant_storage="local")  # an old qdrant-client local index
-    del manifest["index_id"]
-    conn = sqlite3.connect(built / "corpus.sqlite")
-    conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
-    conn.commit()
-    conn.close()
+    def legacy(manifest: dict) -> None:  # an old qdrant-client local index
+        manifest.update(version=1, qdrant_storage="local")
+        del manifest["index_id"]
+
+    _edit_manifest(built, legacy)
     with pytest.raises(InBedderError, match="legacy_qdrant=True"):
         InstructionIndex.open(built, model=encoder, read_only=True)
     result = _cli("info", str(built))
@@ -303,12 +299,7 @@ def test_reopening_a_server_index_without_its_url_is_an_error(tmp_path, encoder)
     path = tmp_path / "idx"
     with InstructionIndex.open(path, model=encoder) as index:
         index.add(DOCS)
-    conn = sqlite3.connect(path / "corpus.sqlite")
-    manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()[0])
-    manifest.update(backend="qdrant", qdrant_url="http://qdrant.example:6333")
-    conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
-    conn.commit()
-    conn.close()
+    _edit_manifest(path, lambda manifest: manifest.update(backend="qdrant", qdrant_url="http://qdrant.example:6333"))
     with pytest.raises(ManifestError, match="qdrant.example"):
         InstructionIndex.open(path, model=encoder, read_only=True)
     with pytest.raises(ManifestError, match="qdrant.example.*other.example"):
