@@ -196,3 +196,45 @@ def test_a_full_disk_during_the_faiss_write_is_reported_and_finished_later(tmp_p
         index.add(NEW)  # the same command again completes it
         assert index.stats()["collections"][0]["problem"] is None
         assert_in_step(index)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "qdrant"])
+def test_a_missing_collection_is_an_error_never_an_empty_result_and_build_restores_it(tmp_path, encoder, backend):
+    import shutil
+
+    from inbedder_index.storage import MissingCollectionError
+
+    path = tmp_path / "idx"
+    with InstructionIndex.open(path, model=encoder, backend=backend) as index:
+        index.add(BASE)
+        index.add_instruction(FEEL)
+        name = index._entry(FEEL)["name"]
+    shutil.rmtree(path / ("faiss" if backend == "faiss" else "qdrant-edge") / name)
+    with InstructionIndex.open(path, model=encoder, read_only=True) as index:
+        with pytest.raises(MissingCollectionError, match="inbedder-index build"):
+            index.search("late parcel", FEEL)
+        (entry,) = index.stats()["collections"]
+        assert entry["count"] == 0 and "missing" in entry["problem"]
+    assert not (path / "faiss" / name).exists()  # the read created nothing
+    with InstructionIndex.open(path, model=encoder) as index:
+        assert index.add_instruction(FEEL) == len(BASE)  # build re-encodes it all
+        assert_in_step(index)
+
+
+def test_indexes_whose_folders_share_a_name_never_share_a_collection(tmp_path, encoder):
+    names = []
+    for parent in ("one", "two"):
+        with InstructionIndex.open(tmp_path / parent / "reviews", model=encoder) as index:
+            index.add(BASE[:3])
+            index.add_instruction(FEEL)
+            names.append(index._entry(FEEL)["name"])
+            assert index.stats()["index_id"] in names[-1]
+    assert names[0] != names[1] and names[0].startswith("ib_reviews_")
+
+
+def test_embedded_qdrant_gets_payload_indexes_for_the_metadata_documents_carry(tmp_path, encoder):
+    with InstructionIndex.open(tmp_path / "idx", model=encoder, backend="qdrant") as index:
+        index.add([{**doc, "metadata": {"n": doc["metadata"]["n"], "shop": "north", "vip": True}} for doc in BASE])
+        index.add_instruction(FEEL)
+        assert index._backend(FEEL).payload_indexes() == {"n": "integer", "shop": "keyword", "vip": "bool"}
+        assert {h.id for h in index.search("late", FEEL, k=50, filter={"vip": True, "n": [1, 2]})} == {"d1", "d2"}
