@@ -18,14 +18,9 @@ from inbedder_index.errors import ModelMismatchError  # noqa: E402
 from inbedder_index.runtimes import ort  # noqa: E402
 from tiny_models import make_model  # noqa: E402
 
-INSTRUCTIONS = ["What does the customer want?", "How does the customer feel?"]
-TEXTS = [
-    "short",
-    "The customer is angry because the parcel never arrived and wants a refund. " * 12,  # truncated
-    "",
-    "I love this phone, the battery lasts two days. " * 3,
-    "Heavy rain is expected in Paris tomorrow.",
-]
+from test_encoder import INSTRUCTION, TEXTS  # noqa: E402  (the same texts: short, truncated, empty, ...)
+
+INSTRUCTIONS = [INSTRUCTION, "How does the customer feel?"]
 
 
 @pytest.fixture(scope="module")

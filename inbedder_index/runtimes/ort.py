@@ -6,8 +6,8 @@ and, for causal models, each layer's present keys/values. Batch, sequence and pa
 dynamic, so one graph serves the single pass (an empty past), the shared-prefix suffixes and the
 answer tokens.
 
-Exported graphs live in the model cache, ``<cache>/onnx/<fingerprint>-<variant>/``, keyed by the
-model's fingerprint: ``fp32`` is the exported graph, ``int8-<settings>`` its dynamically
+Exported graphs live in the model cache, ``<cache>/onnx/<fingerprint>-<kind>-<variant>/``, keyed
+by the model's fingerprint: ``fp32`` is the exported graph, ``int8-<settings tag>`` its dynamically
 quantised copy (int8 weights of the weight matmuls; ``Int8Settings`` says which). An entry is
 built in a staging folder and renamed into place, with ``GRAPH.json`` recording every file's
 size and sha256; each load checks them (while the session loads) and rebuilds an entry that does
