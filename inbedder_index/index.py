@@ -321,8 +321,9 @@ class InstructionIndex:
 
     def _finish_drops(self) -> None:
         """Delete the collections of an interrupted ``drop_instruction`` (already out of the manifest)."""
+        dim = (self._manifest.data.get("model") or {}).get("dim", 1)  # every collection holds the model's vectors
         for name in list(self._manifest.dropping):
-            self._storage.drop_name(name, dim=1)
+            self._storage.drop_name(name, dim=dim)
             self._manifest.dropping.remove(name)
             self._save_manifest()
 
