@@ -108,10 +108,6 @@ class Storage:
         """Finish dropping a collection that only its name is left of (an interrupted drop)."""
         self.drop({"name": name, "dim": dim, "instruction": name})
 
-    def forget(self, name: str) -> None:
-        """Close a collection's backend without flushing it, after a write failed."""
-        self._open.pop(name, None)
-
     def close(self) -> None:
         errors: list[BaseException] = []
         for backend in self._open.values():
