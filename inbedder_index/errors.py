@@ -43,3 +43,23 @@ class CollectionCorruptError(InBedderError, ValueError):
 
 class ModelNotAvailableError(InBedderError, OSError):
     """A model could not be found or loaded (unknown name, offline hub, missing package)."""
+
+
+class IndexClosedError(InBedderError, RuntimeError):
+    """A method was called on an index after ``close()``."""
+
+
+class IncompleteIndexError(InBedderError, RuntimeError):
+    """A collection holds no vectors although the corpus has documents."""
+
+
+class ManifestError(InBedderError, ValueError):
+    """The manifest of an index is malformed, or disagrees with how the index is opened."""
+
+
+class UnsafePathError(InBedderError, ValueError):
+    """A path inside an index folder is a link or leads outside the folder."""
+
+
+class MissingCollectionError(InBedderError, LookupError):
+    """The manifest lists a collection that its backend does not hold."""

@@ -31,7 +31,7 @@ import numpy as np
 from .backends.base import VectorBackend, validate_filter, validate_ids
 from .corpus import CORPUS_FILENAME, Corpus, Document
 from .encoder import InBedder
-from .errors import IndexLockedError, InBedderError
+from .errors import InBedderError, IncompleteIndexError, IndexClosedError, IndexLockedError
 from .manifest import BACKENDS, MANIFEST_KEY, Manifest, ManifestError
 from .models import DEFAULT_MODEL
 from .safepath import inside, open_regular
@@ -42,14 +42,6 @@ from .threads import set_threads
 logger = logging.getLogger(__name__)
 
 LOCK_FILENAME = "lock"
-
-
-class IndexClosedError(InBedderError, RuntimeError):
-    """A method was called on an index after ``close()``."""
-
-
-class IncompleteIndexError(InBedderError, RuntimeError):
-    """A collection holds no vectors although the corpus has documents."""
 
 
 @dataclass(frozen=True)

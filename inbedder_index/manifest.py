@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import validate_collection_name
-from .errors import InBedderError, ModelMismatchError, UnknownInstructionError
+from .errors import ManifestError, ModelMismatchError, UnknownInstructionError
 
 MANIFEST_KEY = "manifest"
 VERSION = 2  # 2: index_id, qdrant_url, qdrant_storage; version 1 is upgraded on the first write
@@ -30,10 +30,6 @@ QDRANT_EDGE = "edge"  # Qdrant's engine embedded (qdrant-edge), the folder "qdra
 QDRANT_LEGACY = "local"  # qdrant-client's local mode (pickles in SQLite), the folder "qdrant/"
 
 _ENTRY_KEYS = {"instruction": str, "name": str, "fingerprint": str, "dim": int, "count": int}
-
-
-class ManifestError(InBedderError, ValueError):
-    """The manifest of an index is malformed, or disagrees with how the index is opened."""
 
 
 def now() -> str:

@@ -13,11 +13,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from .errors import InBedderError
-
-
-class UnsafePathError(InBedderError, ValueError):
-    """A path inside an index folder is a link or leads outside the folder."""
+from .errors import UnsafePathError
 
 
 def inside(root: Path, *parts: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .backends import make_qdrant_client, open_backend
 from .backends.base import VectorBackend
-from .errors import CollectionCorruptError, CollectionNotFoundError, InBedderError
+from .errors import CollectionCorruptError, CollectionNotFoundError, InBedderError, MissingCollectionError
 from .manifest import QDRANT_LEGACY
 from .safepath import inside, remove_tree
 
@@ -24,10 +24,6 @@ logger = logging.getLogger(__name__)
 FAISS_FOLDER = "faiss"
 QDRANT_EDGE_FOLDER = "qdrant-edge"
 QDRANT_LEGACY_FOLDER = "qdrant"
-
-
-class MissingCollectionError(InBedderError, LookupError):
-    """The manifest lists a collection that its backend does not hold."""
 
 
 class Storage:
