@@ -63,11 +63,17 @@ _BUILTIN: dict[str, ModelSpec] = {
             "Apache-2.0",
         ),
         ModelSpec(
-            "inbedder-smollm2-135m",
+            "inbedder-smollm2-135m-v2",
             "builtin:adapter",
-            "SmolLM2-135M-Instruct fine-tuned into an InBedder (a LoRA adapter shipped in this package); "
-            "works offline",
-            "adapter MIT, base Apache-2.0; trained partly on C3 (research use): see its MODEL_CARD.md",
+            "SmolLM2-135M-Instruct fine-tuned into an InBedder on the project's own MIT data over 150+ question "
+            "kinds (a LoRA adapter shipped in this package); free to use; works offline",
+            "adapter MIT, base Apache-2.0, training data MIT: see its MODEL_CARD.md",
+        ),
+        ModelSpec(
+            "inbedder-smollm2-135m-v1",
+            "builtin:adapter",
+            "The first InBedder of SmolLM2-135M-Instruct (a LoRA adapter shipped in this package); works offline",
+            "adapter MIT, base Apache-2.0; trained partly on C3 (research use only): see its MODEL_CARD.md",
         ),
         ModelSpec(
             "roberta-large-inbedder",
@@ -89,14 +95,41 @@ _BUILTIN: dict[str, ModelSpec] = {
         ),
     )
 }
-DEFAULT_MODEL = "inbedder-smollm2-135m"
+DEFAULT_MODEL = "inbedder-smollm2-135m"  # an alias: always the newest version below
+# Unversioned names -> the version they load now. A model's id (and so what an index records) is the
+# versioned name, so upgrading the package never changes the model an existing index was built with.
+ALIASES: dict[str, str] = {DEFAULT_MODEL: "inbedder-smollm2-135m-v1"}
+# What an unversioned name meant in index manifests written before versions existed (package 0.1).
+_LEGACY_MEANING: dict[str, str] = {DEFAULT_MODEL: "inbedder-smollm2-135m-v1"}
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_FOLDER = "smollm2-135m-instruct"
 
 
 def list_supported_models() -> list[ModelSpec]:
-    """The built-in model names; any hub id or local folder works too."""
-    return list(_BUILTIN.values())
+    """The built-in model names, aliases first; any hub id or local folder works too."""
+    aliases = [ModelSpec(alias, f"alias:{target}", f"the newest version, now {target}", _BUILTIN[target].licence)
+               for alias, target in ALIASES.items()]
+    return aliases + list(_BUILTIN.values())
+
+
+def resolve_name(model: str) -> str:
+    """A built-in alias -> the versioned name it loads now; anything else as given."""
+    return ALIASES.get(model, model)
+
+
+def model_for_index(requested: str | None, recorded: str | None) -> str:
+    """The model an existing index should load: the exact version it was built with.
+
+    ``recorded`` is the id in the index's manifest (None for an empty index). An alias given by
+    the user (e.g. the default name) means "the version this index uses" when the index was built
+    with a version of that same model; an explicit version, folder or hub id is used as given.
+    """
+    built = _LEGACY_MEANING.get(recorded, recorded) if recorded else None
+    if requested is None:
+        return built or resolve_name(DEFAULT_MODEL)
+    if requested in ALIASES and built and built.startswith(f"{requested}-v"):
+        return built
+    return resolve_name(requested)
 
 
 @dataclass
@@ -181,7 +214,7 @@ def shipped_model_folder(name: str) -> Path:
 
 def _resolve(model: str, revision: str | None, cache_dir: str | os.PathLike[str] | None) -> tuple[str, str | None]:
     """A built-in name, folder or hub id -> something ``from_pretrained`` accepts, and its revision."""
-    spec = _BUILTIN.get(model)
+    spec = _BUILTIN.get(resolve_name(model))
     if spec is not None:
         if spec.source == "builtin:smollm2":
             return str(smollm2_folder(cache_dir)), None
@@ -192,7 +225,8 @@ def _resolve(model: str, revision: str | None, cache_dir: str | os.PathLike[str]
         return str(Path(model).expanduser()), revision
     if Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelNotAvailableError(
-            f"{model!r} is not a model folder, a hub id or a built-in name; built-in names: {', '.join(_BUILTIN)}"
+            f"{model!r} is not a model folder, a hub id or a built-in name; "
+            f"built-in names: {', '.join([*ALIASES, *_BUILTIN])}"
         )
     return model, revision
 
@@ -253,6 +287,7 @@ def _load(model: str, *, revision: str | None, dtype: torch.dtype | None, trust_
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     dtype = dtype or torch.float32
+    model = resolve_name(model)
     source, revision = _resolve(model, revision, cache_dir)
     hub_kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     if cache_dir is not None:

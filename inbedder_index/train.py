@@ -249,6 +249,10 @@ class TrainConfig:
     log_every: int = 10
     max_seconds: float | None = None  # a time budget: the LR schedule anneals by steps or time, whichever ends first
     cache_dir: str | None = None
+    hard_negatives: float = 0.5  # share of a contrastive batch's negatives that agree with a positive on another aspect
+    checkpoint_seconds: float = 300.0  # write a resumable checkpoint this often (and at the end)
+    checkpoint_steps: int | None = None  # ... or every n optimiser steps, whichever comes first
+    resume: bool = False  # continue from output_dir/checkpoint if one is there
 
     def __post_init__(self) -> None:
         if isinstance(self.data, (str, os.PathLike)):
@@ -311,18 +315,36 @@ def _length_batches(examples: Sequence[Example], batch_size: int, rng: random.Ra
 
 
 class _ContrastiveSampler:
-    """Batches of one aspect's records, grouped by normalised answer so most anchors have a positive."""
+    """Batches of one aspect's records, grouped by normalised answer so most anchors have a positive.
+
+    Negatives are made hard on purpose: a share ``hard`` of them are passages that give the same
+    answer as a chosen passage to *another* question but not to this one, so the vector cannot
+    agree by a shared topic or style and must follow the question asked.
+    """
 
     def __init__(self, records: Sequence[QARecord], batch_size: int, per_label: int, group_emotions: bool,
-                 rng: random.Random) -> None:
+                 rng: random.Random, hard: float = 0.5) -> None:
         self.rng = rng
         self.batch_size = batch_size
         self.per_label = max(2, per_label)
+        self.hard = hard
+        self.group_emotions = group_emotions
         groups: dict[str, dict[str, list[QARecord]]] = defaultdict(lambda: defaultdict(list))
+        self.label_of: dict[tuple[str, str], str] = {}  # (aspect, passage) -> label
+        self.record_of: dict[tuple[str, str], QARecord] = {}
+        sharing: dict[tuple[str, str], set[str]] = defaultdict(set)  # (aspect, label) -> passages
         for record in records:
             if record.aspect:
-                groups[record.aspect][normalise_answer(record.output, record.aspect,
-                                                       group_emotions=group_emotions)].append(record)
+                label = self._label(record)
+                groups[record.aspect][label].append(record)
+                self.label_of[(record.aspect, record.input)] = label
+                self.record_of[(record.aspect, record.input)] = record
+                sharing[(record.aspect, label)].add(record.input)
+        self.aspects_of: dict[str, list[str]] = defaultdict(list)
+        for aspect, passage in self.label_of:
+            self.aspects_of[passage].append(aspect)
+        # only labels that two or more passages share can make a hard negative
+        self.sharing = {key: sorted(passages) for key, passages in sharing.items() if len(passages) >= 2}
         self.aspects: dict[str, tuple[list[list[QARecord]], list[QARecord]]] = {}
         weights = []
         for aspect, by_label in groups.items():
@@ -333,7 +355,9 @@ class _ContrastiveSampler:
             weights.append(sum(len(group) for group in multi))
         self.names = list(self.aspects)
         self.weights = weights
-        self.group_emotions = group_emotions
+
+    def _label(self, record: QARecord) -> str:
+        return normalise_answer(record.output, record.aspect, group_emotions=self.group_emotions)
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -343,6 +367,19 @@ class _ContrastiveSampler:
                          "records_in_those_groups": sum(len(g) for g in multi), "records": len(pool)}
                 for aspect, (multi, pool) in self.aspects.items()}
 
+    def _hard_negative(self, aspect: str, chosen: Sequence[QARecord], seen: set[str]) -> QARecord | None:
+        """A passage that agrees with a chosen one on another aspect and differs on ``aspect``."""
+        anchor = self.rng.choice(chosen)
+        others = [a for a in self.aspects_of[anchor.input] if a != aspect]
+        self.rng.shuffle(others)
+        for other in others:
+            peers = self.sharing.get((other, self.label_of[(other, anchor.input)]), [])
+            candidates = [p for p in peers if p not in seen and (aspect, p) in self.record_of
+                          and self.label_of[(aspect, p)] != self._label(anchor)]
+            if candidates:
+                return self.record_of[(aspect, self.rng.choice(candidates))]
+        return None
+
     def sample(self) -> tuple[str, list[QARecord], list[str]]:
         """(shared question, records, labels) for one batch."""
         aspect = self.rng.choices(self.names, weights=self.weights)[0]
@@ -351,25 +388,28 @@ class _ContrastiveSampler:
         seen: set[str] = set()
         # groups drawn with probability ~ sqrt(size): big answer groups (emotion families) recur often
         order = sorted(multi, key=lambda g: -self.rng.random() ** (1.0 / math.sqrt(len(g))))
+        positives_until = self.batch_size - max(1, round(self.batch_size * 0.25))  # room for negatives
         for group in order:
-            if len(chosen) >= self.batch_size - 1:
+            if len(chosen) >= positives_until:
                 break
             members = [r for r in self.rng.sample(group, len(group)) if r.input not in seen]
-            take = members[: min(self.per_label, self.batch_size - len(chosen))]
+            take = members[: min(self.per_label, positives_until - len(chosen))]
             if len(take) < 2:
                 continue
             for record in take:
                 seen.add(record.input)
                 chosen.append(record)
-        for record in self.rng.sample(pool, min(len(pool), 4 * self.batch_size)):
-            if len(chosen) >= self.batch_size:
-                break
-            if record.input not in seen:
-                seen.add(record.input)
-                chosen.append(record)
+        fill = iter(self.rng.sample(pool, min(len(pool), 4 * self.batch_size)))
+        while len(chosen) < self.batch_size:
+            record = self._hard_negative(aspect, chosen, seen) if self.rng.random() < self.hard else None
+            if record is None:
+                record = next((r for r in fill if r.input not in seen), None)
+                if record is None:
+                    break
+            seen.add(record.input)
+            chosen.append(record)
         question = self.rng.choice(chosen).instruction
-        labels = [normalise_answer(r.output, r.aspect, group_emotions=self.group_emotions) for r in chosen]
-        return question, chosen, labels
+        return question, chosen, [self._label(r) for r in chosen]
 
 
 # --------------------------------------------------------------------------- losses
@@ -496,13 +536,98 @@ def _schedule(step: int, total: int, warmup: int, time_fraction: float = 0.0) ->
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+CHECKPOINT = "checkpoint"  # the resumable state, a folder inside output_dir
+
+
+def _resume_key(config: TrainConfig, sources: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What must match for a checkpoint to continue this run: everything but budgets and logging."""
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("resume", "max_seconds", "checkpoint_seconds", "checkpoint_steps", "log_every",
+                             "num_threads", "output_dir", "cache_dir", "device")}
+    return {"config": settings, "data_sha256": [s["sha256"] for s in sources]}
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: enough, with the model and optimiser, to continue it exactly."""
+
+    batch: int = 0  # index of the next micro-batch in the run's fixed batch order
+    step: int = 0  # optimiser steps done
+    train_seconds: float = 0.0  # time spent in the training loop over every part
+    history: list[dict[str, float]] = field(default_factory=list)
+    window: dict[str, list[float]] = field(default_factory=dict)
+    parts: list[dict[str, Any]] = field(default_factory=list)  # one per process that trained
+    timings: dict[str, float] = field(default_factory=lambda: {"lm": 0.0, "contrastive": 0.0, "optimiser": 0.0,
+                                                               "checkpoint": 0.0})
+
+
+def _save_checkpoint(out: Path, params: dict[str, torch.Tensor], optimiser: torch.optim.Optimizer,
+                     progress: _Progress, rng: random.Random, key: dict[str, Any]) -> None:
+    """Write the resumable state into ``out/checkpoint`` atomically (staged folder, then a rename)."""
+    staging = out / f".{CHECKPOINT}.staging"
+    if staging.exists():
+        for child in staging.iterdir():
+            child.unlink()
+    staging.mkdir(parents=True, exist_ok=True)
+    torch.save({name: t.detach().cpu() for name, t in params.items()}, staging / "weights.pt")
+    torch.save({"optimiser": optimiser.state_dict(), "torch_rng": torch.get_rng_state()}, staging / "optimiser.pt")
+    state = {"format": "inbedder-index training checkpoint v1", "key": key, "progress": asdict(progress),
+             "python_rng": rng.getstate()}
+    (staging / "state.json").write_text(json.dumps(state))
+    for child in staging.iterdir():
+        with open(child, "rb") as handle:
+            os.fsync(handle.fileno())
+    target = out / CHECKPOINT
+    old = out / f".{CHECKPOINT}.old"
+    if target.exists():
+        if old.exists():
+            _remove_folder(old)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old.exists():
+        _remove_folder(old)
+
+
+def _remove_folder(folder: Path) -> None:
+    for child in folder.iterdir():
+        child.unlink()
+    folder.rmdir()
+
+
+def _load_checkpoint(out: Path, key: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """(weights, optimiser+rng, state) of ``out/checkpoint``, or None if there is none.
+
+    Tensors are read with ``weights_only=True`` (no arbitrary unpickling). A checkpoint of a
+    different run (other data, base, or settings) is refused with what differs.
+    """
+    folder = out / CHECKPOINT
+    if not folder.is_dir() and (out / f".{CHECKPOINT}.old").is_dir():
+        folder = out / f".{CHECKPOINT}.old"  # killed between the two renames
+    if not (folder / "state.json").is_file():
+        return None
+    state = json.loads((folder / "state.json").read_text())
+    if state.get("key") != key:
+        saved = state.get("key", {})
+        differs = sorted(k for k in set(saved.get("config", {})) | set(key["config"])
+                         if saved.get("config", {}).get(k) != key["config"].get(k))
+        if saved.get("data_sha256") != key["data_sha256"]:
+            differs.append("data files' contents")
+        raise InBedderError(f"{folder} was written by a different training run (differs: {', '.join(differs)}); "
+                            "resume with the same settings and data, or choose a new --output")
+    weights = torch.load(folder / "weights.pt", weights_only=True)
+    extra = torch.load(folder / "optimiser.pt", weights_only=True)
+    return weights, extra, state
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Fine-tune ``config.base_model`` into an InBedder; returns the saved folder.
 
     LoRA saves an adapter folder whose ``adapter_config.json`` names the base as given (so
     ``InBedder(folder)`` loads it); full fine-tuning saves a model folder with its tokenizer.
     Both hold ``TRAINING.json``: the config, data sources with counts, provenance and licences,
-    losses and the time taken.
+    losses, and the steps and seconds of every part of the run. A checkpoint is written to
+    ``output_dir/checkpoint`` every ``checkpoint_seconds``; ``resume=True`` continues from it and
+    ends with the same weights as an uninterrupted run (same seed, no time budget).
     """
     started = time.time()
     if config.num_threads:
@@ -511,8 +636,10 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     torch.manual_seed(config.seed)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     autocast = device.type == "cuda" and config.bf16
+    out = Path(config.output_dir)
 
     records, sources = _select(config, rng)
+    key = _resume_key(config, sources)
     loaded = load_model(config.base_model, dtype=torch.float32, cache_dir=config.cache_dir)
     model, tokenizer, kind = loaded.model, loaded.tokenizer, loaded.kind
     n_mask = N_MASK if kind == "masked" else 0
@@ -530,14 +657,16 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
                           task_type="CAUSAL_LM" if kind == "causal" else None)
         model = get_peft_model(model, lora)
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    params = list(named.values())
     n_trainable = sum(p.numel() for p in params)
     optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     runner = _Runner(model, kind, pad_id, n_mask, builder.n_tail, device)
 
     pool = [r for r in records if config.contrastive_aspects is None or r.aspect in config.contrastive_aspects]
     sampler = _ContrastiveSampler(pool, config.contrastive_batch_size, config.contrastive_per_label,
-                                  config.group_emotions, rng) if config.contrastive_weight > 0 else None
+                                  config.group_emotions, rng, config.hard_negatives) \
+        if config.contrastive_weight > 0 else None
     if sampler is not None and not sampler:
         raise TrainingDataError("contrastive_weight > 0 needs aspect-labelled records with repeated answers "
                                 "(at least two answers that each have two texts, within one aspect)")
@@ -551,53 +680,97 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         batches.extend(_length_batches(examples, config.batch_size, rng))
     batches = batches[:total_batches]
 
-    history: list[dict[str, float]] = []
-    window: dict[str, list[float]] = defaultdict(list)
-    step = 0
+    state = _Progress()
+    checkpoint = _load_checkpoint(out, key) if config.resume else None
+    if checkpoint is not None:
+        weights, extra, saved = checkpoint
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                named[name].copy_(tensor.to(device))
+        optimiser.load_state_dict(extra["optimiser"])
+        torch.set_rng_state(extra["torch_rng"])
+        version, internal, gauss = saved["python_rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        state = _Progress(**saved["progress"])
+    elif not config.resume and (out / CHECKPOINT).exists():
+        raise InBedderError(f"{out / CHECKPOINT} holds an earlier run's checkpoint: pass resume=True "
+                            "(--resume) to continue it, or choose a new output folder")
+    part = {"from_step": state.step, "resumed": checkpoint is not None, "setup_seconds": round(time.time() - started, 1)}
+    state.parts.append(part)
+
+    window: dict[str, list[float]] = defaultdict(list, state.window)
     stopped_early = False
-    loop_started = time.time()
-    bar = tqdm(total=total_steps, desc="training", unit="step", disable=not progress)
+    loop_started = time.time() - state.train_seconds
+    last_checkpoint = time.time()
+    bar = tqdm(total=total_steps, initial=state.step, desc="training", unit="step", disable=not progress)
     optimiser.zero_grad(set_to_none=True)
-    for index, batch in enumerate(batches):
+
+    def tick(name: str, since: float) -> float:
+        now = time.time()
+        state.timings[name] = state.timings.get(name, 0.0) + now - since
+        return now
+
+    def checkpoint_now() -> None:
+        nonlocal last_checkpoint
+        since = time.time()
+        state.window = {k: v[-config.log_every:] for k, v in window.items()}
+        state.train_seconds = time.time() - loop_started
+        part["to_step"], part["seconds"] = state.step, round(time.time() - started, 1)
+        _save_checkpoint(out, named, optimiser, state, rng, key)
+        last_checkpoint = tick("checkpoint", since)
+
+    for index in range(state.batch, len(batches)):
+        batch = batches[index]
+        since = time.time()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             lm = runner.lm_loss([examples[i] for i in batch])
         (lm / config.grad_accum).backward()
         window["lm"].append(float(lm.detach()))
+        since = tick("lm", since)
         last_micro = (index + 1) % config.grad_accum == 0 or index + 1 == len(batches)
-        if sampler is not None and last_micro and step % config.contrastive_every == 0:
+        if sampler is not None and last_micro and state.step % config.contrastive_every == 0:
             question, chosen, labels = sampler.sample()
             prompts = [p.ids for p in builder.build_many([r.input for r in chosen], question)]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 con = contrastive_loss(runner.vectors(prompts), labels, config.contrastive_temperature)
             (config.contrastive_weight * con).backward()
             window["contrastive"].append(float(con.detach()))
+            since = tick("contrastive", since)
         if not last_micro:
             continue
         time_fraction = (time.time() - loop_started) / config.max_seconds if config.max_seconds else 0.0
-        scale = _schedule(step, total_steps, warmup, time_fraction)
+        scale = _schedule(state.step, total_steps, warmup, time_fraction)
         for group in optimiser.param_groups:
             group["lr"] = config.learning_rate * scale
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
-        step += 1
+        tick("optimiser", since)
+        state.step += 1
+        state.batch = index + 1
         bar.update(1)
         means = {name: sum(v[-config.log_every:]) / len(v[-config.log_every:]) for name, v in window.items() if v}
         bar.set_postfix({("loss" if k == "lm" else "con"): f"{v:.3f}" for k, v in means.items()})
-        if step % config.log_every == 0 or step == total_steps:
-            history.append({"step": step, **{k: round(v, 4) for k, v in means.items()},
-                            "seconds": round(time.time() - started, 1)})
+        if state.step % config.log_every == 0 or state.step == total_steps:
+            state.history.append({"step": state.step, **{k: round(v, 4) for k, v in means.items()},
+                                  "seconds": round(time.time() - loop_started, 1)})
             window = defaultdict(list, {k: v[-config.log_every:] for k, v in window.items()})
-        if time_fraction >= 1.0 and step < total_steps:
+        out_of_time = time_fraction >= 1.0 and state.step < total_steps
+        if out_of_time:
             stopped_early = True
-            history.append({"step": step, **{k: round(v, 4) for k, v in means.items()},
-                            "seconds": round(time.time() - started, 1)})
+            state.history.append({"step": state.step, **{k: round(v, 4) for k, v in means.items()},
+                                  "seconds": round(time.time() - loop_started, 1)})
+        due = time.time() - last_checkpoint >= config.checkpoint_seconds or (
+            config.checkpoint_steps is not None and state.step % config.checkpoint_steps == 0)
+        if due or out_of_time or state.step == total_steps:
+            out.mkdir(parents=True, exist_ok=True)
+            checkpoint_now()
+        if out_of_time:
             break
     bar.close()
 
     model.eval()
-    out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.method == "lora":
         model.save_pretrained(out)
@@ -609,12 +782,14 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 
-    final = history[-1] if history else {}
+    part["to_step"], part["seconds"] = state.step, round(time.time() - started, 1)
+    final = state.history[-1] if state.history else {}
     report = {
         "format": "inbedder-index training record v1",
         "objective": "InBedder answer-only LM loss" + (
-            f" + {config.contrastive_weight} x supervised-contrastive loss on pooled vectors "
-            f"(shared question per batch, temperature {config.contrastive_temperature})"
+            f" + {config.contrastive_weight} x supervised-contrastive loss on pooled vectors every "
+            f"{config.contrastive_every} step(s) (shared question per batch, temperature "
+            f"{config.contrastive_temperature}, {config.hard_negatives:.0%} hard negatives)"
             if config.contrastive_weight > 0 else ""),
         "template": TEMPLATE,
         "prompt_version": PROMPT_VERSION,
@@ -626,14 +801,19 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         "records": len(records),
         "contrastive_groups": sampler.describe() if sampler is not None else None,
         "trainable_parameters": n_trainable,
-        "steps": step,
+        "steps": state.step,
         "planned_steps": total_steps,
         "stopped_by_time_budget": stopped_early,
-        "epochs_done": round(step * config.grad_accum / max(1, epoch_batches), 3),
+        "epochs_done": round(state.step * config.grad_accum / max(1, epoch_batches), 3),
         "final_losses": {k: v for k, v in final.items() if k in ("lm", "contrastive")},
-        "loss_history": history,
-        "seconds": round(time.time() - started, 1),
+        "loss_history": state.history,
+        "parts": state.parts,
+        "seconds_by_kind": {k: round(v, 1) for k, v in state.timings.items()},
+        "seconds": round(sum(p.get("seconds", 0.0) for p in state.parts), 1),  # every part, set-up included
+        "train_seconds": round(time.time() - loop_started, 1),
+        "seconds_per_step": round((time.time() - loop_started) / max(1, state.step), 3),
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
     (out / "TRAINING.json").write_text(json.dumps(report, indent=2))

@@ -215,3 +215,61 @@ def test_config_validation():
     with pytest.raises(ValueError, match="method"):
         TrainConfig(method="qlora")
     assert TrainConfig(lora_rank=8).lora_alpha == 16
+
+
+# --------------------------------------------------------------------------- checkpoints and resuming
+
+KILL_AT_STEP = """
+import os, signal, sys
+from inbedder_index import train as training
+save = training._save_checkpoint
+def save_then_die(out, params, optimiser, progress, rng, key):
+    save(out, params, optimiser, progress, rng, key)
+    if progress.step == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)  # as a stopped session or the OOM killer would
+training._save_checkpoint = save_then_die
+training.train(training.TrainConfig(**__import__("json").loads(sys.argv[2])), progress=False)
+"""
+
+
+def _adapter_weights(folder):
+    from safetensors.numpy import load_file
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, data_file):
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    base, _, _ = _saved("llama", tmp_path)
+    settings = {"epochs": 6, "lora_dropout": 0.1, "contrastive_weight": 0.5, "contrastive_batch_size": 4,
+                "contrastive_every": 2, "checkpoint_steps": 2}
+    whole = train(_config(base, data_file, tmp_path / "whole", **settings), progress=False)
+
+    config = _config(base, data_file, tmp_path / "killed", **settings)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP, "6", json.dumps(asdict(config))],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "killed" / "checkpoint" / "state.json").exists()
+    assert not (tmp_path / "killed" / "adapter_model.safetensors").exists()  # it really stopped mid-way
+    with pytest.raises(Exception, match="resume"):  # a fresh run never silently overwrites a checkpoint
+        train(config, progress=False)
+    resumed = train(_config(base, data_file, tmp_path / "killed", resume=True, **settings), progress=False)
+
+    expected, got = _adapter_weights(whole), _adapter_weights(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], got[name], err_msg=name)
+    record = json.loads((resumed / "TRAINING.json").read_text())
+    assert [p["resumed"] for p in record["parts"]] == [False, True]
+    assert record["parts"][0]["to_step"] == 6 == record["parts"][1]["from_step"]
+    assert record["steps"] == json.loads((whole / "TRAINING.json").read_text())["steps"]
+    assert record["seconds_by_kind"]["contrastive"] > 0
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, data_file):
+    base, _, _ = _saved("llama", tmp_path)
+    train(_config(base, data_file, tmp_path / "out", epochs=1), progress=False)
+    with pytest.raises(Exception, match="learning_rate"):
+        train(_config(base, data_file, tmp_path / "out", epochs=1, learning_rate=1e-2, resume=True), progress=False)

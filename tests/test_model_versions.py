@@ -1,0 +1,94 @@
+"""Versioned model names: an index reopens with the exact version it was built with, whatever the
+default has become since (a package upgrade never breaks an index that worked)."""
+
+from __future__ import annotations
+
+import pytest
+from test_hostile import _edit_manifest
+from tiny_models import make_model
+
+from inbedder_index import InstructionIndex, models
+from inbedder_index.errors import ModelMismatchError
+from inbedder_index.models import DEFAULT_MODEL, ModelSpec, list_supported_models, model_for_index, resolve_name
+
+INSTRUCTION = "How does the customer feel?"
+DOCS = [{"id": "a", "text": "The parcel never arrived and I am furious."},
+        {"id": "b", "text": "Thank you so much, the refund came through quickly."}]
+
+
+@pytest.fixture
+def two_versions(tmp_path, monkeypatch):
+    """A tiny model released as v1, then v2 (other weights); the alias starts at v1."""
+    for version, seed in (("v1", 1), ("v2", 2)):
+        model, tokenizer = make_model("llama", seed=seed)
+        folder = tmp_path / f"tiny-{version}"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        monkeypatch.setitem(models._BUILTIN, f"tiny-{version}", ModelSpec(f"tiny-{version}", str(folder), "test", "MIT"))
+    monkeypatch.setitem(models.ALIASES, "tiny", "tiny-v1")
+    return tmp_path
+
+
+def _release_v2(monkeypatch):
+    monkeypatch.setitem(models.ALIASES, "tiny", "tiny-v2")
+
+
+def test_alias_resolves_to_a_version_and_the_index_records_it(two_versions):
+    with InstructionIndex.open(two_versions / "idx", model="tiny", max_length=64) as index:
+        assert index.encoder.model_id == "tiny-v1"
+        index.add(DOCS)
+        index.add_instruction(INSTRUCTION, show_progress_bar=False)
+    assert _edit_manifest(two_versions / "idx", lambda manifest: None)["model"]["id"] == "tiny-v1"
+
+
+@pytest.mark.parametrize("given", [None, "tiny"])
+def test_index_reopens_with_its_version_after_the_default_changed(two_versions, monkeypatch, given):
+    with InstructionIndex.open(two_versions / "idx", model="tiny", max_length=64) as index:
+        index.add(DOCS)
+        index.add_instruction(INSTRUCTION, show_progress_bar=False)
+        before = index.search("angry", INSTRUCTION, k=2)
+    _release_v2(monkeypatch)
+    assert resolve_name("tiny") == "tiny-v2"
+    with InstructionIndex.open(two_versions / "idx", model=given, max_length=64) as index:
+        after = index.search("angry", INSTRUCTION, k=2)
+        assert index.encoder.model_id == "tiny-v1"
+        index.add([{"id": "c", "text": "Where is my order? Nobody answers."}])  # writes work too
+    assert [(h.id, round(h.score, 5)) for h in after] == [(h.id, round(h.score, 5)) for h in before]
+
+
+def test_an_explicit_other_version_is_still_refused(two_versions, monkeypatch):
+    with InstructionIndex.open(two_versions / "idx", model="tiny", max_length=64) as index:
+        index.add(DOCS)
+        index.add_instruction(INSTRUCTION, show_progress_bar=False)
+    _release_v2(monkeypatch)
+    with pytest.raises(ModelMismatchError, match="tiny-v1"):
+        InstructionIndex.open(two_versions / "idx", model="tiny-v2", max_length=64)
+
+
+def test_an_index_from_before_versions_opens_with_what_the_name_meant_then(two_versions, monkeypatch):
+    with InstructionIndex.open(two_versions / "idx", model="tiny", max_length=64) as index:
+        index.add(DOCS)
+        index.add_instruction(INSTRUCTION, show_progress_bar=False)
+    _edit_manifest(two_versions / "idx", lambda m: m["model"].update(id="tiny"))  # as package 0.1 wrote it
+    monkeypatch.setitem(models._LEGACY_MEANING, "tiny", "tiny-v1")
+    _release_v2(monkeypatch)
+    with InstructionIndex.open(two_versions / "idx", max_length=64) as index:
+        assert index.encoder.model_id == "tiny-v1"
+        assert [h.id for h in index.search("angry", INSTRUCTION, k=2)]
+
+
+def test_model_for_index_rules():
+    assert model_for_index(None, None) == resolve_name(DEFAULT_MODEL)
+    assert model_for_index(None, DEFAULT_MODEL) == "inbedder-smollm2-135m-v1"  # written before versions
+    assert model_for_index(DEFAULT_MODEL, "inbedder-smollm2-135m-v1") == "inbedder-smollm2-135m-v1"
+    assert model_for_index("smollm2-135m", "inbedder-smollm2-135m-v1") == "smollm2-135m"  # explicit: as given
+    assert model_for_index("/some/folder", None) == "/some/folder"
+
+
+def test_every_listed_builtin_adapter_ships_and_the_default_is_listed():
+    names = [spec.name for spec in list_supported_models()]
+    assert DEFAULT_MODEL in names and resolve_name(DEFAULT_MODEL) in names
+    for spec in list_supported_models():
+        if spec.source == "builtin:adapter":
+            folder = models.shipped_model_folder(spec.name)
+            assert (folder / "adapter_config.json").is_file() and (folder / "MODEL_CARD.md").is_file(), spec.name
