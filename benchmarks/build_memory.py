@@ -1,94 +1,43 @@
 """Peak memory of an index build: does it grow with the corpus beyond the vectors themselves?
 
-An ``InstructionIndex`` (FAISS backend, exact) is built over N short synthetic documents
-(AG-News-like, ~40 words, from ``common.news_texts``) with a tiny random Llama built from a config
-(hidden size ``--hidden``, 64 by default; speed does not matter here, memory does). Each N runs in
-a fresh subprocess:
+An ``InstructionIndex`` (FAISS, exact) is built over N short synthetic documents with a tiny
+random Llama (hidden size ``--hidden``, 64 by default: memory matters here, not speed), each N in
+a fresh process. After the model is built and a throwaway 512-document build has paid the
+first-use costs, the peak (VmHWM) is reset; documents are streamed in chunks of ``--chunk`` so
+the benchmark never holds the corpus; the peak growth is compared with the raw vectors (N x dim x
+4 bytes). Two build orders take different code paths: ``corpus-first`` (every ``add``, then one
+``add_instruction`` pass) and ``instruction-first`` (each ``add`` encodes its own chunk).
 
-1. build the tokenizer and the model, wrap them in ``InBedder.from_model``; RSS now is the
-   "after loading the model" baseline (reported as ``vs model``);
-2. a throwaway 512-document build through the same calls (``--no-warmup`` skips it): torch's
-   per-batch working set, SQLite, FAISS and the tokenizer's first-use allocations are fixed
-   costs, not corpus costs, and would otherwise blur the per-document slope at small N;
-   baseline = RSS (VmRSS) now; reset the peak (VmHWM, via ``/proc/self/clear_refs``);
-3. build: documents are streamed in chunks of ``--chunk`` (5,000): each chunk is generated, passed
-   to ``index.add`` and dropped, so the benchmark itself never holds the corpus;
-   ``add_instruction`` encodes the corpus under one instruction (with answers, the default);
-4. peak growth = VmHWM - baseline, compared with the raw vectors, N x dim x 4 bytes.
+The verdict: growth beyond the vectors, fitted against N by least squares; its slope (bytes per
+document) is what grows with the corpus, "flat" when it is below ``--flat-threshold`` of a
+vector's bytes. ``--trace`` adds a ``tracemalloc`` run per N (Python allocations only) that
+reports the top allocation sites at the peak.
 
-Two build orders, since they take different code paths (``--order``):
-
-- ``corpus-first``: every ``add`` first (no collection yet, so nothing is encoded), then
-  ``add_instruction``: one pass over the whole corpus (``InstructionIndex._sync(ids=None)``).
-- ``instruction-first``: ``add_instruction`` on the empty index, then every ``add`` encodes
-  its own chunk (``_sync`` narrowed to the chunk's ids).
-
-The verdict: growth beyond the vectors = peak growth - vector bytes, fitted against N by least
-squares; its slope (bytes per document) is the part that grows with the corpus. "Flat" means
-the slope is small next to the vectors' own bytes per document (``--flat-threshold``, a
-fraction of dim x 4; default 0.1). Some per-document growth is inherent (the id maps of the
-FAISS backend: a Python dict each way, plus FAISS's own id map), so the script reports the slope,
-not just a yes/no.
-
-``--trace`` adds one more run per N with ``tracemalloc`` on (slower, and its own overhead
-inflates RSS, so it is never mixed with the RSS figures): a sampling thread snapshots Python
-memory each time it reaches a new high, and the last such snapshot is compared with one at the
-baseline: the top allocation sites (file:line) and call stacks are reported. tracemalloc sees
-Python allocations only (not FAISS's C++ arrays, torch tensors or SQLite's page cache).
-
-Run from the repository root::
-
-    python benchmarks/build_memory.py --quick                    # sizes 2,000 and 5,000
-    python benchmarks/build_memory.py                            # sizes 10,000, 30,000, 100,000
-    python benchmarks/build_memory.py --quick --trace            # plus where Python memory goes
-
-Results go to ``benchmarks/results/build_memory.json`` and ``build_memory.png``
-(``build_memory_quick.*`` for ``--quick``).
+    python -m benchmarks.build_memory --quick                    # sizes 2,000 and 5,000
+    python -m benchmarks.build_memory                            # sizes 10,000, 30,000, 100,000
+    python -m benchmarks.build_memory --quick --trace            # plus where Python memory goes
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import (
-    INSTRUCTIONS,
-    RESULTS_DIR,
-    add_common_args,
-    machine_info,
-    news_texts,
-    news_topics,
-    peak_rss_bytes,
-    reset_peak,
-    rss_bytes,
-    run_in_child,
-    save_results,
-    setup_logging,
-)
+from . import harness
+from .harness import MIB, peak_rss_bytes, reset_peak, rss_bytes
+from .texts import INSTRUCTIONS, news_texts, news_topics
 
 logger = logging.getLogger("benchmarks.build_memory")
 
 ORDERS = ("corpus-first", "instruction-first")
-
-
-# --------------------------------------------------------------------------- memory
-
-
-# --------------------------------------------------------------------------- the tiny model
 
 
 def make_tiny_model(hidden: int, seed: int) -> tuple[Any, Any]:
@@ -139,9 +88,6 @@ def doc_chunks(n: int, chunk: int, seed: int):
         topics = news_topics(count, seed=chunk_seed)
         yield [{"id": f"doc-{start + i:07d}", "text": text, "metadata": {"topic": topic}}
                for i, (text, topic) in enumerate(zip(texts, topics))]
-
-
-# --------------------------------------------------------------------------- child: one size
 
 
 class _PeakTracer:
@@ -324,13 +270,10 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-# --------------------------------------------------------------------------- parent
-
-
 def run_size(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     out = work / f"{spec['order']}-{spec['n']}-{int(spec['trace'])}.json"
     logger.info("N=%d, %s%s: fresh process", spec["n"], spec["order"], " (tracemalloc)" if spec["trace"] else "")
-    return run_in_child(__file__, spec, out)
+    return harness.run_in_child("benchmarks.build_memory", spec, out)
 
 
 def fit_excess(results: list[dict[str, Any]]) -> dict[str, float] | None:
@@ -343,35 +286,38 @@ def fit_excess(results: list[dict[str, Any]]) -> dict[str, float] | None:
     return {"slope_bytes_per_doc": float(slope), "intercept_bytes": float(intercept)}
 
 
-MIB = 2**20
+def summary(payload: dict[str, Any]) -> list[str]:
+    settings = payload["settings"]
+    results = [r for by_order in payload["results"].values() for r in by_order]
+    dim = results[0]["dim"]
+    rows = [(r["order"], f"{r['n']:,}", f"{r['build_s']:.1f}", f"{r['docs_per_s']:.0f}",
+             f"{r['peak_growth_vs_model_bytes'] / MIB:.1f}", f"{r['peak_growth_bytes'] / MIB:.1f}",
+             f"{r['vector_bytes'] / MIB:.1f}", f"{(r['peak_growth_bytes'] - r['vector_bytes']) / MIB:.1f}",
+             f"{(r['peak_growth_bytes'] - r['vector_bytes']) / r['n']:.0f}", f"{r['rss_growth_after_build_bytes'] / MIB:.1f}")
+            for r in results]
+    lines = [f"FAISS exact, tiny Llama (dim {dim}), chunks of {settings['chunk']:,}, answers "
+             f"{'on' if settings['answers'] else 'off'}, {settings['threads']} thread(s).", "",
+             *harness.table(("order", "N", "build s", "docs/s", "peak vs model MB", "peak growth MB", "vectors MB",
+                             "beyond vectors MB", "beyond, B per doc", "kept after MB"), rows), "",
+             "Peak vs model: VmHWM during the build minus RSS right after building the model; peak growth: minus RSS "
+             "after the warm-up build (first-use costs excluded); kept after: RSS growth still held when the build "
+             "returns.", ""]
+    for order, fit in payload["verdicts"].items():
+        verdict = ("flat" if fit["flat"] else "grows with the corpus") if fit["judged"] else "not judged: sizes too small"
+        lines.append(f"- {order}: growth beyond the vectors rises {fit['slope_bytes_per_doc']:.0f} B per document "
+                     f"({fit['slope_vs_vector_bytes']:.2f}x a {dim}-d vector, {fit['slope_vs_576d_vector_bytes']:.2f}x a "
+                     f"576-d one): {verdict} (threshold {settings['flat_threshold']:.0%} of a vector)")
+    for order, traced in payload.get("tracemalloc_runs", {}).items():
+        for r in traced:
+            sites = r["tracemalloc"]["top_sites"][:5]
+            lines.append(f"- tracemalloc, {order}, N={r['n']:,}: " + (", ".join(
+                f"{site['site']} {site['size_diff_bytes'] / MIB:.2f} MiB" for site in sites) or "no snapshot"))
+    return lines
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    header = (f"{'order':<18} {'N':>8} {'build s':>8} {'docs/s':>7} {'vs model':>10} {'peak growth':>12} {'vectors':>9} "
-              f"{'beyond vec':>11} {'growth/doc':>11} {'beyond/doc':>11} {'kept after':>11}")
-    lines = [header, "-" * len(header)]
-    for r in results:
-        beyond = r["peak_growth_bytes"] - r["vector_bytes"]
-        lines.append(
-            f"{r['order']:<18} {r['n']:>8,} {r['build_s']:>8.1f} {r['docs_per_s']:>7.0f} "
-            f"{r['peak_growth_vs_model_bytes'] / MIB:>8.1f}MB "
-            f"{r['peak_growth_bytes'] / MIB:>10.1f}MB {r['vector_bytes'] / MIB:>7.1f}MB {beyond / MIB:>9.1f}MB "
-            f"{r['peak_growth_bytes'] / r['n']:>9.0f} B {beyond / r['n']:>9.0f} B "
-            f"{r['rss_growth_after_build_bytes'] / MIB:>9.1f}MB"
-        )
-    lines.append("(vs model: VmHWM during the build minus RSS right after building the model; peak growth: minus RSS "
-                 "after the warm-up build instead, i.e. without first-use costs; vectors: N x dim x 4; kept after: "
-                 "RSS growth still held when the build returns)")
-    return "\n".join(lines)
-
-
-def plot(by_order: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+def plot(payload: dict[str, Any]) -> Any:
+    by_order = payload["results"]
+    fig, ax = harness.pyplot().subplots(figsize=(7.5, 5))
     all_n: list[int] = []
     for color, (order, results) in zip(("C0", "C1"), by_order.items()):
         n = [r["n"] for r in results]
@@ -385,18 +331,14 @@ def plot(by_order: dict[str, list[dict[str, Any]]], path: Path, title: str) -> N
         ax.plot(grid, grid * dim * 4 / MIB, "k--", label=f"raw vectors (N x {dim} x 4 B)")
     ax.set_xlabel("documents (N)")
     ax.set_ylabel("MiB above the baseline RSS (model loaded, warm-up build done)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"Index build peak memory, FAISS exact, tiny Llama{' (quick)' if payload['quick'] else ''}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__, child=True)
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 10000,30000,100000; --quick: 2000,5000)")
     parser.add_argument("--order", choices=(*ORDERS, "both"), default="both", help="build order(s) (default both)")
     parser.add_argument("--chunk", type=int, default=5000, help="documents per index.add call (default 5,000)")
@@ -410,20 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flat-threshold", type=float, default=0.1,
                         help="'flat' when the excess slope is below this fraction of dim x 4 bytes per doc")
     parser.add_argument("--out", default=None, help="results name (default: build_memory, or build_memory_quick)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-
-    if args.child:
-        result = run_child(json.loads(args.child))
-        Path(args.child_out).write_text(json.dumps(result, indent=2))
+    args = harness.parse(parser, argv)
+    if harness.child_run(args, run_child):
         return 0
-
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([2000, 5000] if args.quick else
                                                                        [10_000, 30_000, 100_000])
     orders = list(ORDERS) if args.order == "both" else [args.order]
-    load_start = os.getloadavg()[0]
+    load_start = harness.load_average()
     work = Path(tempfile.mkdtemp(prefix="build_memory-"))
     base_spec = {"chunk": args.chunk, "hidden": args.hidden, "instruction": args.instruction,
                  "answers": not args.no_answers, "threads": args.threads, "seed": args.seed, "tmpdir": str(work),
@@ -437,75 +372,40 @@ def main(argv: list[str] | None = None) -> int:
                 traces[order] = [run_size(dict(base_spec, n=n, order=order, trace=True), work) for n in sizes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    info = machine_info("cpu")
+    info = harness.machine_info("cpu")
     info["load_average_1m_start"] = load_start
-    all_results = [r for results in by_order.values() for r in results]
-    dim = all_results[0]["dim"]
-    print(f"\nbuild_memory ({'quick' if args.quick else 'full'}): FAISS exact, tiny Llama hidden {dim}, "
-          f"chunks of {args.chunk:,}, answers={'off' if args.no_answers else 'on'}; {info['cpu_model']}, "
-          f"{info['usable_cores']} cores, load {load_start:.1f} at start")
-    print(table(all_results))
+    dim = next(iter(by_order.values()))[0]["dim"]
     verdicts: dict[str, Any] = {}
     for order, results in by_order.items():
         fit = fit_excess(results)
         if fit is None:
             continue
         vector_per_doc = dim * 4
-        flat = fit["slope_bytes_per_doc"] < args.flat_threshold * vector_per_doc
         # A run's fixed costs (torch's per-batch working set, allocator slack) swing by several MiB; the
         # slope means something only once the largest N's bookkeeping is well above that.
-        judged = max(sizes) >= 10_000
         verdicts[order] = {**fit, "vector_bytes_per_doc": vector_per_doc,
                            "slope_vs_vector_bytes": fit["slope_bytes_per_doc"] / vector_per_doc,
-                           "slope_vs_576d_vector_bytes": fit["slope_bytes_per_doc"] / (576 * 4), "flat": flat,
-                           "judged": judged}
-        verdict = ("FLAT" if flat else "GROWS with the corpus") if judged else "not judged: sizes too small"
-        print(f"{order}: growth beyond the vectors rises {fit['slope_bytes_per_doc']:.0f} B per document "
-              f"({fit['slope_bytes_per_doc'] / vector_per_doc:.2f}x the {vector_per_doc} B of a {dim}-d vector, "
-              f"{fit['slope_bytes_per_doc'] / 2304:.2f}x a 576-d one) -> {verdict} "
-              f"(threshold {args.flat_threshold:.0%} of a vector)")
-    for order, results in traces.items():
-        for r in results:
-            t = r["tracemalloc"]
-            if not t["snapshots"]:
-                print(f"\ntracemalloc, {order}, N={r['n']:,}: no snapshot (Python memory never passed 1 MiB)")
-                continue
-            print(f"\ntracemalloc, {order}, N={r['n']:,}: Python memory (traced) peaked at "
-                  f"{t['traced_peak_bytes'] / MIB:.1f} MiB above the baseline; at the last high-water snapshot "
-                  f"({t['traced_at_snapshot_bytes'] / MIB:.1f} MiB) the largest allocation sites were:")
-            for site in t["top_sites"][:8]:
-                print(f"  {site['size_diff_bytes'] / MIB:>8.2f} MiB {site['count_diff']:>9,} blocks  {site['site']}")
-            print("  largest by call stack (innermost first):")
-            for stack in t["top_tracebacks"][:5]:
-                print(f"  {stack['size_diff_bytes'] / MIB:>8.2f} MiB  " + " <- ".join(stack["stack_innermost_first"][:4]))
-    if load_start > 0.5 * (info["usable_cores"] or 1):
-        print(f"note: load average {load_start:.1f} on {info['usable_cores']} cores: timings are not reliable "
-              "(memory figures are).")
-
-    if not args.no_save:
-        name = args.out or ("build_memory_quick" if args.quick else "build_memory")
-        payload = {
-            "quick": args.quick,
-            "settings": {"sizes": sizes, "orders": orders, "chunk": args.chunk, "hidden": args.hidden,
-                         "instruction": args.instruction, "answers": not args.no_answers, "threads": args.threads,
-                         "seed": args.seed, "flat_threshold": args.flat_threshold, "backend": "faiss (exact)"},
-            "machine": info,
-            "results": by_order,
-            "verdicts": verdicts,
-            "tracemalloc_runs": traces,
-            "notes": [
-                ("Each N ran in a fresh subprocess. 'peak_growth' = VmHWM during the build minus VmRSS after a "
-                 "throwaway 512-document warm-up build (VmHWM reset there); 'peak_growth_vs_model' = the same "
-                 "VmHWM minus VmRSS right after building the model."),
-                "Documents were streamed: chunks generated on demand, one index.add call per chunk.",
-            ],
-        }
-        path = save_results(name, payload)
-        png = RESULTS_DIR / f"{name}.png"
-        plot(by_order, png, f"Index build peak memory, FAISS exact, tiny Llama (dim {dim})"
-                            f"{' (quick)' if args.quick else ''}\n{info['cpu_model']}, {info['usable_cores']} cores")
-        print(f"saved {path} and {png}")
+                           "slope_vs_576d_vector_bytes": fit["slope_bytes_per_doc"] / (576 * 4),
+                           "flat": fit["slope_bytes_per_doc"] < args.flat_threshold * vector_per_doc,
+                           "judged": max(sizes) >= 10_000}
+    payload = {
+        "quick": args.quick,
+        "settings": {"sizes": sizes, "orders": orders, "chunk": args.chunk, "hidden": args.hidden,
+                     "instruction": args.instruction, "answers": not args.no_answers, "threads": args.threads,
+                     "seed": args.seed, "flat_threshold": args.flat_threshold, "backend": "faiss (exact)"},
+        "machine": info,
+        "results": by_order,
+        "verdicts": verdicts,
+        "tracemalloc_runs": traces,
+        "notes": [
+            ("Each N ran in a fresh subprocess. 'peak_growth' = VmHWM during the build minus VmRSS after a "
+             "throwaway 512-document warm-up build (VmHWM reset there); 'peak_growth_vs_model' = the same "
+             "VmHWM minus VmRSS right after building the model."),
+            "Documents were streamed: chunks generated on demand, one index.add call per chunk.",
+        ],
+    }
+    harness.finish(args.out or ("build_memory_quick" if args.quick else "build_memory"), payload, summary,
+                   save=not args.no_save, figure=plot)
     return 0
 
 

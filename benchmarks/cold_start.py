@@ -2,23 +2,27 @@
 ``python -c "import torch, transformers"`` on the same machine in the same run.
 
 1. The demo's index (``examples/data/customer-messages.jsonl``: 16 messages, two instructions) is
-   built with the default model in a temporary folder; this also puts the merged model in the
-   model cache, as any first use does.
+   built with the default model in a temporary folder; this also puts the converted model, the
+   merged adapter and the ONNX graph in the model cache, as any first use does (``inbedder-index
+   export`` and the demo's set-up do it ahead of time).
 2. ``--repeats`` rounds, each running in turn (fresh processes, warm file cache):
    the baseline ``python -c "import torch, transformers"``, ``python -c "import inbedder_index"``,
-   and ``inbedder-index search INDEX QUERY --instruction ... -k 3``.
-3. Once: the same search with ``-X importtime``, to split its time into imports and the rest
-   (loading, encoding, searching), and once with an empty merged-model cache (a temporary cache
-   holding only the converted base model): the one-time merge a first load pays.
+   ``inbedder-index search INDEX QUERY --instruction ... -k 3`` (the default path: on a CPU,
+   ONNX Runtime, no PyTorch) and the same search with ``--runtime torch`` (the path every search
+   took before ONNX Runtime became the default). Each process's peak memory (its own
+   ``ru_maxrss``) is kept beside its times.
+3. Once: the default search with ``-X importtime``, to split its time into imports and the rest
+   (loading, encoding, searching) and to show whether torch or transformers were imported, and
+   once with an empty model cache beside the converted base (a temporary cache): the one-time
+   merge and export a first use pays.
 
-Wall seconds (and CPU seconds, from the children's rusage) are medians over the rounds; the
-target is search / baseline <= 2.5 (printed as MET / NOT MET). The file cache is warm: nothing
-here drops the kernel's caches (the machine may be shared), so "cold" means a new process.
+Wall seconds (and CPU seconds, from the children's rusage) are medians over the rounds. Targets:
+search / baseline <= 1.0, and the search's peak memory at most half of the PyTorch search's. The
+file cache is warm: nothing here drops the kernel's caches (the machine may be shared), so "cold"
+means a new process.
 
-    python benchmarks/cold_start.py --quick      # 2 rounds
-    python benchmarks/cold_start.py              # 7 rounds
-
-Results: ``benchmarks/results/cold_start.json`` and ``cold_start.png`` (``cold_start_quick.*``).
+    python -m benchmarks.cold_start --quick      # 2 rounds
+    python -m benchmarks.cold_start              # 7 rounds
 """
 
 from __future__ import annotations
@@ -26,26 +30,27 @@ from __future__ import annotations
 import logging
 import os
 import re
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS_DIR, benchmark_parser, machine_info, save_figure, save_results, setup_logging
+from . import harness
 
 logger = logging.getLogger("benchmarks.cold_start")
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "examples" / "data" / "customer-messages.jsonl"
+DOCS = harness.ROOT / "examples" / "data" / "customer-messages.jsonl"
 FEEL = "How does the customer feel?"
 WANT = "What does the customer want?"
 QUERY = "I am so angry, give me my money back!"
-TARGET = 2.5
+TARGET = 1.0  # search / baseline
+MEMORY_TARGET = 0.5  # the default search's peak memory / the PyTorch search's
+HEAVY = ("torch", "transformers")
 
 
 def cli() -> list[str]:
@@ -55,16 +60,20 @@ def cli() -> list[str]:
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Wall and CPU seconds of one run of ``command`` in a fresh process (its output kept)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "stdout": done.stdout, "stderr": done.stderr}
+    """Wall and CPU seconds and peak memory of one run of ``command`` in a fresh process (its output kept)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, peak memory included
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {stderr[-2000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "stdout": stdout, "stderr": stderr}
 
 
 def import_split(command: list[str]) -> dict[str, float]:
@@ -79,8 +88,10 @@ def import_split(command: list[str]) -> dict[str, float]:
             imports_us += int(match.group(1))
             heaviest.append((int(match.group(1)), match.group(2).strip()))
     heaviest.sort(reverse=True)
+    imported = {re.sub(r"^import time:.*\| ", "", line).strip() for line in run["stderr"].splitlines()}
     return {"wall_s": run["wall_s"], "imports_s": imports_us / 1e6, "rest_s": run["wall_s"] - imports_us / 1e6,
-            "heaviest_imports": [{"module": name, "s": round(us / 1e6, 3)} for us, name in heaviest[:8]]}
+            "heaviest_imports": [{"module": name, "s": round(us / 1e6, 3)} for us, name in heaviest[:8]],
+            "heavy_imported": [name for name in HEAVY if name in imported]}
 
 
 def build_index(folder: Path) -> None:
@@ -90,7 +101,7 @@ def build_index(folder: Path) -> None:
 
 
 def first_merge(search: list[str], work: Path) -> dict[str, Any]:
-    """A search whose merged-model cache is empty (the converted base is linked in): the one-time merge."""
+    """A search whose model cache holds only the converted base (linked in): the one-time merge and export."""
     from inbedder_index.models import smollm2_folder
 
     base = smollm2_folder()
@@ -102,41 +113,75 @@ def first_merge(search: list[str], work: Path) -> dict[str, Any]:
     return {"first_s": first["wall_s"], "then_s": second["wall_s"]}
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["import torch,\ntransformers", "import\ninbedder_index", "inbedder-index\nsearch",
-              "first search\n(merges once)"]
+def plot(result: dict[str, Any]) -> Any:
+    labels = ["import torch,\ntransformers", "import\ninbedder_index", "inbedder-index\nsearch"]
     values = [result["baseline"]["median_wall_s"], result["import_package"]["median_wall_s"],
-              result["search"]["median_wall_s"], result["first_merge"]["first_s"]]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bars = ax.bar(labels, values, color=["#888888", "#88aadd", "#3366cc", "#cc8844"])
-    ax.axhline(TARGET * values[0], color="red", linestyle="--", linewidth=1, label=f"target: {TARGET}x baseline")
+              result["search"]["median_wall_s"]]
+    if "search_torch" in result:  # results from before ONNX Runtime was the default have no such run
+        labels.append("search\n--runtime torch")
+        values.append(result["search_torch"]["median_wall_s"])
+    labels.append("first search\n(merges, exports once)")
+    values.append(result["first_merge"]["first_s"])
+    fig, ax = harness.pyplot().subplots(figsize=(8, 4))
+    bars = ax.bar(labels, values, color=["#888888", "#88aadd", "#3366cc", "#99bb66"][: len(values) - 1] + ["#cc8844"])
+    target = result.get("target", TARGET)
+    ax.axhline(target * values[0], color="red", linestyle="--", linewidth=1, label=f"target: {target}x baseline")
     ax.bar_label(bars, fmt="%.2f s")
     ax.set_ylabel("wall seconds (median)")
     ax.set_title(f"cold start: search / baseline = {result['ratio']:.2f}x")
     ax.legend()
-    save_figure(fig, path)
+    return fig
 
 
-def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(result: dict[str, Any]) -> list[str]:
+    split, merge = result["search_split"], result["first_merge"]
+    commands = [("baseline", '`python -c "import torch, transformers"`'),
+                ("import_package", '`python -c "import inbedder_index"`'), ("search", "`inbedder-index search`"),
+                ("search_torch", "`inbedder-index search --runtime torch`")]
+    rows = [(label, f"{result[key]['median_wall_s']:.2f}", f"{result[key]['min_wall_s']:.2f}",
+             f"{result[key]['median_cpu_s']:.2f}",
+             f"{result[key]['median_peak_rss_mib']:,.0f}" if "median_peak_rss_mib" in result[key] else "-")
+            for key, label in commands if key in result]
+    ratio, target = result["ratio"], result["target"]
+    lines = [f"{result['repeats']} rounds, fresh processes, warm file cache; load average "
+             f"{result['machine']['load_average_1m_end']:.1f} at the end.", "",
+             *harness.table(("command", "wall s (median)", "min", "CPU s (median)", "peak MiB (median)"), rows), "",
+             f"- search: {split['imports_s']:.2f} s importing, {split['rest_s']:.2f} s loading, encoding and "
+             "searching; heaviest imports: " + ", ".join(f"{i['module']} {i['s']:.2f} s"
+                                                        for i in split["heaviest_imports"][:4])
+             + (f"; imports {', '.join(split['heavy_imported']) or 'neither torch nor transformers'}"
+                if "heavy_imported" in split else ""),
+             f"- first search with an empty model cache beside the converted base: {merge['first_s']:.2f} s "
+             f"(merges and exports once), then {merge['then_s']:.2f} s",
+             f"- target: search / baseline <= {target}x: {ratio:.2f}x wall, {result['ratio_cpu']:.2f}x CPU, "
+             f"{harness.verdict(result['met'], result.get('quick', False))}"
+             + ("" if result["met"] else f" (over by {ratio - target:.2f}x: "
+                f"{max(0.0, result['search']['median_wall_s'] - target * result['baseline']['median_wall_s']):.2f} s; "
+                "see where the search's time goes above)")]
+    if "memory_ratio" in result:
+        lines.append(f"- target: search peak memory <= {result['memory_target']:.0%} of the PyTorch search's: "
+                     f"{result['search']['median_peak_rss_mib']:,.0f} MiB vs "
+                     f"{result['search_torch']['median_peak_rss_mib']:,.0f} MiB = {result['memory_ratio']:.0%}, "
+                     f"{harness.verdict(result['memory_met'], result.get('quick', False))}"
+                     + ("" if result["memory_met"] else
+                        f" (over by {result['memory_ratio'] - result['memory_target']:.0%} of the PyTorch search's)"))
+    return lines
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"median_wall_s": statistics.median(r["wall_s"] for r in runs),
             "min_wall_s": min(r["wall_s"] for r in runs),
             "median_cpu_s": statistics.median(r["cpu_s"] for r in runs),
-            "all_wall_s": [round(r["wall_s"], 3) for r in runs]}
+            "all_wall_s": [round(r["wall_s"], 3) for r in runs],
+            "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = benchmark_parser(__doc__)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=None, help="rounds (default 7; --quick: 2)")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args = harness.parse(parser, argv)
     repeats = args.repeats or (2 if args.quick else 7)
-    name = "cold_start_quick" if args.quick else "cold_start"
-    load_start = os.getloadavg()[0]
+    load_start = harness.load_average()
     work = Path(tempfile.mkdtemp(prefix="cold_start-"))
     try:
         index = work / "customer-index"
@@ -147,48 +192,32 @@ def main(argv: list[str] | None = None) -> int:
             "baseline": [sys.executable, "-c", "import torch, transformers"],
             "import_package": [sys.executable, "-c", "import inbedder_index"],
             "search": search,
+            "search_torch": [*search, "--runtime", "torch"],
         }
         runs: dict[str, list[dict[str, Any]]] = {key: [] for key in commands}
         for round_number in range(repeats):
             for key, command in commands.items():
                 runs[key].append(timed(command))
-            logger.info("round %d/%d: baseline %.2f s, search %.2f s", round_number + 1, repeats,
-                        runs["baseline"][-1]["wall_s"], runs["search"][-1]["wall_s"])
+            logger.info("round %d/%d: baseline %.2f s, search %.2f s (torch %.2f s)", round_number + 1, repeats,
+                        runs["baseline"][-1]["wall_s"], runs["search"][-1]["wall_s"],
+                        runs["search_torch"][-1]["wall_s"])
         answer = runs["search"][-1]
         split = import_split(search)
         merge = first_merge(search, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    result: dict[str, Any] = {key: summary(value) for key, value in runs.items()}
+    result: dict[str, Any] = {key: medians(value) for key, value in runs.items()}
     result["ratio"] = result["search"]["median_wall_s"] / result["baseline"]["median_wall_s"]
     result["ratio_cpu"] = result["search"]["median_cpu_s"] / result["baseline"]["median_cpu_s"]
-    result["target"] = TARGET
-    result["met"] = result["ratio"] <= TARGET
-    result["search_split"] = split
-    result["first_merge"] = merge
-    result["search_output"] = {"stdout": answer["stdout"], "stderr": answer["stderr"]}
-    info = machine_info("cpu")
-    info["load_average_1m_start"] = load_start
-    info["load_average_1m_end"] = os.getloadavg()[0]
-
-    print(f"\ncold_start ({'quick' if args.quick else 'full'}, {repeats} rounds): {info['cpu_model']}, "
-          f"{info['usable_cores']} cores, load {load_start:.1f} at start, {info['load_average_1m_end']:.1f} at end")
-    print(f"{'command':<40} {'wall s (median)':>16} {'min':>7} {'cpu s':>7}")
-    for key, label in (("baseline", 'python -c "import torch, transformers"'),
-                       ("import_package", 'python -c "import inbedder_index"'), ("search", "inbedder-index search")):
-        row = result[key]
-        print(f"{label:<40} {row['median_wall_s']:>16.2f} {row['min_wall_s']:>7.2f} {row['median_cpu_s']:>7.2f}")
-    print(f"search: {split['imports_s']:.2f} s importing, {split['rest_s']:.2f} s loading, encoding, searching; "
-          f"heaviest imports: " + ", ".join(f"{i['module']} {i['s']:.2f}" for i in split["heaviest_imports"][:4]))
-    print(f"first search after the merged-model cache is emptied: {merge['first_s']:.2f} s (merges once), "
-          f"then {merge['then_s']:.2f} s")
-    print(f"search / baseline: {result['ratio']:.2f}x wall, {result['ratio_cpu']:.2f}x CPU; target <= {TARGET}x: "
-          f"{'MET' if result['met'] else 'NOT MET'}")
-    print(f"search output on stderr: {answer['stderr']!r}")
-    if not args.no_save:
-        save_results(name, {"machine": info, "repeats": repeats, "query": QUERY, "instruction": FEEL, **result})
-        plot(result, RESULTS_DIR / f"{name}.png")
+    memory_ratio = result["search"]["median_peak_rss_mib"] / result["search_torch"]["median_peak_rss_mib"]
+    result.update(target=TARGET, met=result["ratio"] <= TARGET, search_split=split, first_merge=merge,
+                  memory_target=MEMORY_TARGET, memory_ratio=memory_ratio, memory_met=memory_ratio <= MEMORY_TARGET,
+                  search_output={"stdout": answer["stdout"], "stderr": answer["stderr"]})
+    info = harness.machine_info("cpu")
+    info.update(load_average_1m_start=load_start, load_average_1m_end=harness.load_average())
+    harness.finish("cold_start_quick" if args.quick else "cold_start",
+                   {"machine": info, "repeats": repeats, "query": QUERY, "instruction": FEEL, **result},
+                   summary, save=not args.no_save, figure=plot)
     return 0
 
 

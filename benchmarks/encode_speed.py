@@ -1,65 +1,31 @@
 """Texts per second of ``InBedder.encode`` on each runtime against the published reference procedure.
 
-Side by side in one run, on the same model, mixed-length texts, batch size and token ids
-(``common.compare_procedures``):
+Side by side in one run (``procedures.compare_procedures``), on the same model, mixed-length
+texts, batch size and token ids: the reference (``generate(max_new_tokens=3,
+output_hidden_states=True)``, left-padded), ``encode`` on ``runtime="torch"``, the default path
+(``InBedder(name)``: on a CPU, ONNX Runtime with the graph read from the model cache, no PyTorch)
+and ``"onnx"`` + ``quantize="int8"``, and sentence-transformers with last-token pooling on the
+pre-formatted prompts, at the default thread setting unless ``--threads``. Targets (CPU): the
+default path >= 2.5x the reference at min cosine >= 0.9999; int8 >= 3.5x (its quality is
+``int8_quality``'s).
 
-- reference: InBedder's published procedure (``generate(max_new_tokens=3,
-  output_hidden_states=True)``, left-padded, length-sorted batches), fed ``encode``'s prompt ids;
-- torch, onnx, onnx-int8: ``InBedder.encode`` as a user calls it (tokenisation, length-sorted
-  right-padded batches, one forward pass, pooling, normalisation) with ``runtime="torch"``,
-  ``runtime="onnx"`` and ``runtime="onnx", quantize="int8"``; one model in memory;
-- st-lasttoken: sentence-transformers over the same model folder with
-  ``Pooling(pooling_mode="lasttoken")`` on the pre-formatted prompt strings.
-
-Each round runs every procedure once over all texts, in an order rotated every round, and a
-large fp32 matmul beside them (the machine's practical peak on the same threads); figures are
-medians over rounds. Reported per procedure: texts/s, speed against the reference, prompt
-tokens/s, useful GFLOP/s and its fraction of the peak, and the cosine of its vectors to
-InBedder's (torch). Targets (CPU): onnx >= 2.5x the reference at min cosine >= 0.9999; int8
->= 3.5x (its quality is ``int8_quality.py``'s).
-
-Run from the repository root::
-
-    python benchmarks/encode_speed.py --quick     # seconds: checks that everything runs
-    python benchmarks/encode_speed.py             # 256 mixed texts, batch 32, 3 rounds
-
-Results: ``benchmarks/results/encode_speed.{json,png}`` (``encode_speed_quick.*`` for ``--quick``).
+    python -m benchmarks.encode_speed --quick     # seconds: checks that everything runs
+    python -m benchmarks.encode_speed             # 256 mixed texts, batch 32, 3 rounds
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+from . import harness, procedures
+from .texts import INSTRUCTIONS, mixed_texts
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import (  # noqa: E402
-    INSTRUCTIONS,
-    RESULTS_DIR,
-    add_common_args,
-    compare_procedures,
-    machine_info,
-    mixed_texts,
-    plot_comparison,
-    print_comparison,
-    runtime_encoders,
-    save_results,
-    sentence_transformers_lasttoken,
-    setup_logging,
-)
-
-logger = logging.getLogger("benchmarks.encode_speed")
-
-TARGETS = {"onnx": {"vs_reference": 2.5, "min_cosine": 0.9999}, "onnx-int8": {"vs_reference": 3.5}}
+TARGETS = {"default": {"vs_reference": 2.5, "min_cosine": 0.9999}, "onnx": {"vs_reference": 2.5, "min_cosine": 0.9999},
+           "onnx-int8": {"vs_reference": 3.5}}
 
 
 def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -74,56 +40,65 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return verdicts
 
 
+def summary(payload: dict[str, Any]) -> list[str]:
+    info = payload["machine"]
+    lines = [f"Model `{payload['model']}`, {info['torch_threads']} torch thread(s), device {info['device']}.", "",
+             *procedures.comparison_lines("Mixed texts", payload["result"])]
+    for name, target in payload["result"]["targets"].items():
+        cosine = f" at min cosine >= {target['min_cosine']}" if "min_cosine" in target else ""
+        short = target["vs_reference"] - target["vs_reference_measured"]
+        by = f" (missed by {short:.2f}x)" if short > 0 else ""
+        if "min_cosine" in target and target["min_cosine_measured"] < target["min_cosine"]:
+            by += f" (cosine {target['min_cosine_measured']:.5f} is below {target['min_cosine']})"
+        lines.append(f"- target {name}: >= {target['vs_reference']}x the reference{cosine}: "
+                     f"{target['vs_reference_measured']:.2f}x at min cosine {target['min_cosine_measured']:.5f}, "
+                     f"{harness.verdict(target['met'], payload['quick'])}{'' if target['met'] else by}")
+    return lines
+
+
+def plot(payload: dict[str, Any]) -> Any:
+    info = payload["machine"]
+    return procedures.plot_comparison({"mixed texts": payload["result"]}, f"encode speed, {payload['model']}, "
+                                      f"{info['cpu_model']} x{info['torch_threads']} threads")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--model", default="inbedder-smollm2-135m", help="built-in name, hub id or folder (default: %(default)s)")
     parser.add_argument("--n", type=int, default=256, help="number of texts (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians count (default: %(default)s)")
     parser.add_argument("--instruction", default=INSTRUCTIONS[0])
-    parser.add_argument("--runtimes", default="onnx,onnx-int8", help="besides torch (default: %(default)s)")
+    parser.add_argument("--runtimes", default="default,onnx-int8",
+                        help="besides torch: default (InBedder(name)), onnx, onnx-int8 (default: %(default)s)")
     parser.add_argument("--no-st", action="store_true", help="leave sentence-transformers out")
     parser.add_argument("--medium-fraction", type=float, default=0.06, help="share of ~150-word texts")
     parser.add_argument("--long-fraction", type=float, default=0.0, help="share of patent-like texts (cut at 512 tokens)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (ONNX Runtime follows it)")
+    parser.add_argument("--threads", type=int, default=None, help="the model's CPU threads, PyTorch's and ONNX "
+                                                                  "Runtime's alike (default: their own defaults)")
     parser.add_argument("--out", default=None, help="results name (default: encode_speed, or encode_speed_quick)")
-    add_common_args(parser)
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     if args.quick:
         args.n, args.batch_size, args.rounds = min(args.n, 8), min(args.batch_size, 4), 1
-    setup_logging(args.verbose)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     from inbedder_index import InBedder
+    from inbedder_index.threads import set_threads
 
+    set_threads(args.threads)
     started = time.perf_counter()
     texts = mixed_texts(args.n, args.seed, args.medium_fraction, args.long_fraction)
-    base = InBedder(args.model, batch_size=args.batch_size)
-    encoders = runtime_encoders(base, [r for r in args.runtimes.split(",") if r] if base.device.type == "cpu" else [])
+    base = InBedder(args.model, batch_size=args.batch_size, runtime="torch")  # the reference needs PyTorch
+    encoders = procedures.runtime_encoders(
+        base, [r for r in args.runtimes.split(",") if r] if str(base.device) == "cpu" else [])
     with tempfile.TemporaryDirectory(prefix="st-model-") as folder:
-        st_model = None if args.no_st else sentence_transformers_lasttoken(base, Path(folder))
-        result = compare_procedures(encoders, texts, args.instruction, args.batch_size, args.rounds, st_model)
+        st_model = None if args.no_st else procedures.sentence_transformers_lasttoken(base, Path(folder))
+        result = procedures.compare_procedures(encoders, texts, args.instruction, args.batch_size, args.rounds, st_model)
     result["targets"] = check_targets(result)
-    info = machine_info(base.device)
-    print(f"\nencode_speed ({'quick' if args.quick else 'full'}): {base.model_id}, {info['cpu_model']}, "
-          f"{torch.get_num_threads()} threads, device {base.device}")
-    print_comparison("mixed texts", result)
-    for name, verdict in result["targets"].items():
-        cosine = f" with min cosine >= {verdict['min_cosine']}" if "min_cosine" in verdict else ""
-        print(f"   target {name}: >= {verdict['vs_reference']}x the reference{cosine}: "
-              f"{'MET' if verdict['met'] else 'NOT MET'}" + ("  (quick run: too small to judge)" if args.quick else ""))
-    elapsed = time.perf_counter() - started
-    print(f"\n(total {elapsed:.0f} s)")
-    if not args.no_save:
-        name = args.out or ("encode_speed_quick" if args.quick else "encode_speed")
-        settings = {k: v for k, v in vars(args).items() if k not in {"no_save", "verbose"}}
-        path = save_results(name, {"quick": args.quick, "machine": info, "settings": settings, "model": base.model_id,
-                                   "result": result, "elapsed_s": round(elapsed, 1)})
-        plot_comparison({"mixed texts": result}, RESULTS_DIR / f"{name}.png",
-                        f"encode speed, {base.model_id}, {info['cpu_model']} x{torch.get_num_threads()} threads")
-        logger.info("saved %s", path)
+    info = harness.machine_info(base.device)
+    settings = {k: v for k, v in vars(args).items() if k not in {"no_save", "verbose"}}
+    payload = {"quick": args.quick, "machine": info, "settings": settings, "model": base.model_id, "result": result,
+               "elapsed_s": round(time.perf_counter() - started, 1)}
+    harness.finish(args.out or ("encode_speed_quick" if args.quick else "encode_speed"), payload, summary,
+                   save=not args.no_save, figure=plot)
     return 0
 
 

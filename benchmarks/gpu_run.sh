@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU figures in one short lease: `latency.py --gpu-large` (an OPT-1.3b-sized random model in
+# The GPU figures in one short lease: `python -m benchmarks.latency --gpu-large` (an OPT-1.3b-sized random model in
 # bf16: texts/s, tokens/s, fraction of the measured and the datasheet bf16 peak) and vLLM's pooling
-# runner on the same prompts (`vllm_embed.py`). About 5 minutes on an H100/H200.
+# runner on the same prompts (`python -m benchmarks.vllm_embed`). About 5 minutes on an H100/H200.
 #
 # Prepare here (CPU machine), once, from the repository root:
 #   bash benchmarks/gpu_run.sh --prepare
@@ -32,8 +32,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 results=${OUT:-benchmarks/results}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$results/gpu_device.txt"
-python3 benchmarks/latency.py --gpu-large --skip-default --out latency_gpu 2>&1 | tee "$results/latency_gpu.log"
-python3 benchmarks/vllm_embed.py 2>&1 | tee "$results/vllm_embed.log"
+python3 -m benchmarks.latency --gpu-large --skip-default --out latency_gpu 2>&1 | tee "$results/latency_gpu.log"
+python3 -m benchmarks.vllm_embed 2>&1 | tee "$results/vllm_embed.log"
 if [ "$results" != benchmarks/results ]; then
     cp benchmarks/results/latency_gpu.json benchmarks/results/latency_gpu.png benchmarks/results/vllm_embed.json "$results/"
 fi

@@ -1,71 +1,30 @@
 """Build time, query latency (p50/p99), recall@10 and peak memory of the vector backends.
 
-What is measured is what a user gets: every configuration goes through the library's own
-backends (``inbedder_index.backends.open_backend``), with string ids, input validation and the
-id mapping included in every timing.
+Every configuration goes through the library's own backends (``open_backend``: string ids,
+validation and the id mapping in every timing), each in a fresh process:
 
-- ``faiss-flat``: FAISS exact search (``IndexIDMap2(IndexFlatIP)``, the library's default).
-- ``faiss-hnsw``: FAISS HNSW (``IndexIDMap2(IndexHNSWFlat)``, M=32, efConstruction=200), built once,
-  then reopened from its file once per ``efSearch`` of the sweep (64/128/256): ``ef_search`` is a
-  query-time setting taken on every open, so reopening is how a user changes it.
-- ``qdrant-edge``: embedded Qdrant, the library's ``backend="qdrant"`` without a URL
-  (``make_qdrant_client(path=...)``): Qdrant's Rust engine in-process (qdrant-edge-py). Its build
-  is timed in two parts: the upserts + ``flush()`` (durable and searchable, by exact scan of the
-  unindexed segment), then ``optimize()`` (what ``close()`` runs after writes: the HNSW graph,
-  M and efConstruction as for FAISS). It is searched with ``hnsw_ef`` = each efSearch of the sweep,
-  and once with ``exact=True``. Disk is measured in allocated blocks (its WAL and vector files are
-  sparse, preallocated in 32 MiB pieces; the apparent size is reported too).
-- ``qdrant-local``: qdrant-client's local mode (``make_qdrant_client(path=..., legacy_local=True)``),
-  the embedded Qdrant of earlier versions, kept only to read old folders. It is pure Python: it
-  ignores HNSW settings and scores every stored vector with NumPy on each query (exact search).
-  A Qdrant *server* (``qdrant_url=...``) is not measured here (none can be installed offline).
+- ``faiss-flat``: exact search (``IndexIDMap2(IndexFlatIP)``, the library's default);
+- ``faiss-hnsw``: HNSW (M=32, efConstruction=200), built once, reopened per ``efSearch`` of the sweep;
+- ``qdrant-edge``: embedded Qdrant (qdrant-edge-py), its build timed as upserts + ``flush()``
+  (durable, searchable by exact scan) and then ``optimize()`` (the HNSW graph), searched per
+  ``hnsw_ef`` and once with ``exact=True``; disk counts allocated blocks (its files are sparse);
+- ``qdrant-local``: qdrant-client's legacy local mode (exact NumPy scan per query, one SQLite commit
+  per point). A Qdrant server is not measured (none can be installed offline).
 
-Data: ``--n`` synthetic vectors of the default model's dimension (576, SmolLM2-135M; taken from a
-constant, the model is not loaded) drawn from a clustered, anisotropic Gaussian mixture and
-L2-normalised, so that nearest neighbours are structured as with real embeddings and recall is
-meaningful (uniform noise in 576 dimensions has almost no neighbourhood structure). Queries are
-held-out points of the same mixture. Ground truth is NumPy brute force (float32 inner products);
-recall@10 = |top-10 returned ∩ exact top-10| / 10, averaged over the queries.
+Data: ``--n`` L2-normalised points of a clustered, anisotropic Gaussian mixture of the default
+model's dimension (576), so that neighbourhoods are structured as with real embeddings; queries
+are held-out points; ground truth is NumPy brute force. Query latency is one query per call,
+after 10 warm-up queries. Peak memory is VmHWM, reset at the start of each phase. ``--threads 1``
+(OpenMP and BLAS in each child) avoids thread pools waiting for time slices on a busy machine.
 
-Timing: build = upserts in batches of ``--batch`` (1,024) + ``flush()`` (FAISS writes its file;
-Qdrant's embedded mode persists every upsert as it goes). Query latency: ``backend.search(vector,
-10)``, one query per call (the way a user searches), after 10 untimed warm-up queries; p50/p99
-over ``--queries`` (1,000) calls.
-
-Memory: each configuration runs in a fresh subprocess. Its baseline is the RSS after the imports
-(the library imports torch) and the queries are loaded; the peak is VmHWM, reset (``clear_refs``)
-at the start of each phase where the kernel allows, so "peak growth" is what the index build or
-the search phase itself added. The vectors are streamed to the build from a raw file one batch at
-a time, so the source data does not sit in the child's memory.
-
-Threads: by default FAISS (OpenMP) and NumPy (BLAS) use their own thread pools, as a user's process
-would. On a machine shared with other jobs, a one-query search that enters an OpenMP parallel region
-(FAISS's ``IndexIDMap`` translates labels in one) waits for a time slice for its second thread, which
-shows up as latencies in multiples of the scheduler tick (4 ms); ``--threads 1`` (set through
-``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` in each child) avoids that, at the cost of a
-single-threaded HNSW build. The script warns when the load average says the machine is busy.
-
-Qdrant's embedded mode stores every point with its own SQLite commit
-(``qdrant_client/local/persistence.py``, ``CollectionPersistence.persist``), so its build time is
-mostly fsync latency (compare ``build_s`` with ``build_cpu_s``): from ~1 ms to ~80 ms per point
-depending on the disk. ``--qdrant-n`` stores only the first N vectors in it (recall is then
-measured against the exact top-10 of those N).
-
-Run from the repository root::
-
-    python benchmarks/index_speed.py --quick            # n=5,000, 200 queries: checks that it works
-    python benchmarks/index_speed.py                    # n=100,000, 1,000 queries
-    python benchmarks/index_speed.py --skip-qdrant      # FAISS only (--skip-qdrant-local: no legacy mode)
-    python benchmarks/index_speed.py --threads 1        # single-threaded (a busy machine)
-    python benchmarks/index_speed.py --workdir /tmp/is  # keeps per-configuration results: a rerun resumes
-
-Results go to ``benchmarks/results/index_speed.json`` and ``index_speed.png``
-(``index_speed_quick.*`` for ``--quick``).
+    python -m benchmarks.index_speed --quick            # n=5,000, 200 queries: checks that it works
+    python -m benchmarks.index_speed                    # n=100,000, 1,000 queries
+    python -m benchmarks.index_speed --threads 1        # single-threaded (a busy machine)
+    python -m benchmarks.index_speed --workdir /tmp/is  # keeps per-configuration results: a rerun resumes
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import importlib
 import json
@@ -73,28 +32,16 @@ import logging
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import (
-    RESULTS_DIR,
-    add_common_args,
-    machine_info,
-    peak_rss_bytes,
-    reset_peak,
-    rss_bytes,
-    run_in_child,
-    save_results,
-    setup_logging,
-)
+from . import harness
+from .harness import MIB, reset_peak
 
 logger = logging.getLogger("benchmarks.index_speed")
 
@@ -106,18 +53,12 @@ K = 10
 WARMUP_QUERIES = 10
 
 
-# --------------------------------------------------------------------------- memory
-
-
 def rss_mb() -> float:
-    return rss_bytes() / 2**20
+    return harness.rss_bytes() / MIB
 
 
 def peak_rss_mb() -> float:
-    return peak_rss_bytes() / 2**20
-
-
-# --------------------------------------------------------------------------- data
+    return harness.peak_rss_bytes() / MIB
 
 
 def default_dim() -> tuple[int, str]:
@@ -199,9 +140,6 @@ def data_stats(base: np.ndarray, gt_scores: np.ndarray, seed: int) -> dict[str, 
         "query_nn10_cosine_mean": float(gt_scores[:, K - 1].mean()),
         "query_nn10_minus_nn11_gap_mean": float((gt_scores[:, K - 1] - gt_scores[:, K]).mean()),
     }
-
-
-# --------------------------------------------------------------------------- child: one configuration
 
 
 def _iter_batches(path: Path, n: int, dim: int, batch: int):
@@ -408,35 +346,9 @@ def run_config(config: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
             env[name] = str(spec["threads"])
     logger.info("running %s in a fresh process", config)
     start = time.perf_counter()
-    result = run_in_child(__file__, dict(spec, config=config), out, env)
+    result = harness.run_in_child("benchmarks.index_speed", dict(spec, config=config), out, env)
     result["wall_s"] = time.perf_counter() - start
     return result
-
-
-def table(results: list[dict[str, Any]], n: int, dim: int) -> str:
-    vector_mb = n * dim * 4 / 2**20
-    header = (f"{'configuration':<22} {'n':>8} {'efSearch':>8} {'build s':>8} {'+index s':>8} {'(cpu s)':>8} "
-              f"{'p50 ms':>8} {'p99 ms':>8} {'QPS':>8} {'recall@10':>9} {'disk':>8} {'peak RSS':>9} {'+build':>8} "
-              f"{'+search':>8}")
-    lines = [header, "-" * len(header)]
-    for result in results:
-        for run in result["runs"]:
-            label = {"faiss-flat": "FAISS flat (exact)", "faiss-hnsw": "FAISS HNSW", "qdrant-edge": "Qdrant embedded",
-                     "qdrant-local": "Qdrant legacy local"}[result["config"]]
-            ef = "exact" if run.get("exact") else "-" if run["ef_search"] is None else str(run["ef_search"])
-            index_s = f"{result['index_s']:>8.2f}" if "index_s" in result else f"{'-':>8}"
-            lines.append(
-                f"{label:<22} {result['n']:>8,} {ef:>8} {result['build_s']:>8.2f} {index_s} {result['build_cpu_s']:>8.2f} "
-                f"{run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
-                f"{run['qps_single_stream']:>8.0f} {run['recall_at_10']:>9.4f} {result['stored_bytes'] / 2**20:>6.0f}MB "
-                f"{result['peak_rss_mb']:>7.0f}MB "
-                f"{result['peak_growth_build_mb']:>6.0f}MB "
-                f"{run['peak_rss_search_mb'] - result['baseline_rss_mb']:>6.0f}MB"
-            )
-    lines.append(f"(raw vectors: {n:,} x {dim} x 4 B = {vector_mb:.0f} MiB; build s: upserts until durable; +index s: "
-                 "Qdrant embedded's HNSW build (optimize); disk: allocated bytes; '+build'/'+search': peak RSS of that "
-                 "phase minus the process's RSS before the build; cpu s: the build's user+sys CPU time)")
-    return "\n".join(lines)
 
 
 def _fastest(result: dict[str, Any] | None, recall: float) -> dict[str, Any] | None:
@@ -445,42 +357,65 @@ def _fastest(result: dict[str, Any] | None, recall: float) -> dict[str, Any] | N
     return min(runs, key=lambda run: run["p50_ms"], default=None)
 
 
-def targets(results: list[dict[str, Any]], busy: bool) -> str:
-    """The issue's targets for embedded Qdrant, each with its figures and MET / NOT MET."""
+def targets(results: list[dict[str, Any]], busy: bool) -> list[str]:
+    """The targets for embedded Qdrant, each with its figures and verdict."""
     by_config = {result["config"]: result for result in results}
     edge, local, hnsw = (by_config.get(name) for name in ("qdrant-edge", "qdrant-local", "faiss-hnsw"))
     if edge is None:
-        return ""
+        return []
     lines = ["targets (Qdrant embedded):"]
     if local is not None:
         for label, seconds in (("durable", edge["build_s"]), ("durable + HNSW", edge["build_total_s"])):
             ratio = local["build_s"] / seconds
             lines.append(f"  build {ratio:.1f}x faster than qdrant-client local ({label}: {seconds:.1f} s vs "
-                         f"{local['build_s']:.1f} s; target >= 10x): {'MET' if ratio >= 10 else 'NOT MET'}")
+                         f"{local['build_s']:.1f} s; target >= 10x): {harness.verdict(ratio >= 10)}")
     edge_run, hnsw_run = _fastest(edge, 0.99), _fastest(hnsw, 0.99)
     if edge_run is None:
-        lines.append("  query: no hnsw_ef reached recall@10 >= 0.99: NOT MET")
+        lines.append(f"  query: no hnsw_ef reached recall@10 >= 0.99: {harness.verdict(False)}")
     elif hnsw_run is not None:
         ratio = edge_run["p50_ms"] / hnsw_run["p50_ms"]
         lines.append(f"  query p50 {edge_run['p50_ms']:.3f} ms (hnsw_ef {edge_run['ef_search'] or 'exact'}, recall "
                      f"{edge_run['recall_at_10']:.4f}) = {ratio:.1f}x FAISS HNSW's {hnsw_run['p50_ms']:.3f} ms "
                      f"(efSearch {hnsw_run['ef_search']}); target <= 2x at recall >= 0.99: "
-                     f"{'MET' if ratio <= 2 else 'NOT MET'}")
+                     f"{harness.verdict(ratio <= 2)}")
         if busy:
             lines.append("    (the machine was busy: FAISS's OpenMP latencies are inflated most; compare with --threads 1)")
     lines.append(f"  disk {edge['stored_bytes'] / edge['n']:.0f} B per point ({edge['segments_bytes'] / edge['n']:.0f} "
                  f"segments + {edge['wal_bytes'] / edge['n']:.0f} WAL; raw vector {4 * edge['dim']} B)")
-    return "\n".join(lines)
+    return lines
 
 
-def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+DEFAULT_THREADS = "the libraries' own"
+LABELS = {"faiss-flat": "FAISS flat (exact)", "faiss-hnsw": "FAISS HNSW", "qdrant-edge": "Qdrant embedded",
+          "qdrant-local": "Qdrant legacy local"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for result in results:
+def summary(payload: dict[str, Any]) -> list[str]:
+    settings, data = payload["settings"], payload["data"]
+    rows = []
+    for result in payload["results"]:
+        for run in result["runs"]:
+            ef = "exact" if run.get("exact") else "-" if run["ef_search"] is None else str(run["ef_search"])
+            rows.append((LABELS[result["config"]], f"{result['n']:,}", ef, f"{result['build_s']:.2f}",
+                         f"{result['index_s']:.2f}" if "index_s" in result else "-", f"{result['build_cpu_s']:.2f}",
+                         f"{run['p50_ms']:.3f}", f"{run['p99_ms']:.3f}", f"{run['recall_at_10']:.4f}",
+                         f"{result['stored_bytes'] / MIB:.0f}", f"{result['peak_rss_mb']:.0f}",
+                         f"{result['peak_growth_build_mb']:.0f}", f"{run['peak_rss_search_mb'] - result['baseline_rss_mb']:.0f}"))
+    return [f"{settings['n']:,} vectors x {settings['dim']}, {settings['queries']:,} queries, k={settings['k']}, "
+            f"{settings['clusters']} clusters (random-pair cosine {data['random_pair_cosine_mean']:.3f}, query to its "
+            f"1st / 10th neighbour {data['query_nn1_cosine_mean']:.3f} / {data['query_nn10_cosine_mean']:.3f}); "
+            f"threads: {settings['threads'] or DEFAULT_THREADS}.", "",
+            *harness.table(("configuration", "n", "efSearch", "build s", "+ index s", "build CPU s", "p50 ms", "p99 ms",
+                            "recall@10", "disk MB", "peak RSS MB", "+ build MB", "+ search MB"), rows), "",
+            f"Build s: upserts until durable; + index s: embedded Qdrant's HNSW build; disk: allocated bytes; raw "
+            f"vectors {payload['raw_vector_mb']:.0f} MiB.", "",
+            *(f"- {line.strip()}" for line in targets(payload["results"], payload["machine_busy"])[1:])]
+
+
+def plot(payload: dict[str, Any]) -> Any:
+    settings = payload["settings"]
+    fig, ax = harness.pyplot().subplots(figsize=(7.5, 5))
+    for result in payload["results"]:
         runs = result["runs"]
         recall = [r["recall_at_10"] for r in runs]
         if result["config"] == "qdrant-edge":
@@ -506,12 +441,11 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("recall@10 (vs. exact)")
     ax.set_ylabel("latency per query (ms, log scale)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"{settings['n']:,} x {settings['dim']}-d clustered vectors, {settings['queries']:,} queries, "
+                 f"k={settings['k']}{' (quick)' if payload['quick'] else ''}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def library_versions() -> dict[str, str]:
@@ -533,10 +467,8 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__, child=True)
     parser.add_argument("--n", type=int, default=100_000, help="stored vectors (default 100,000; --quick: 5,000)")
     parser.add_argument("--queries", type=int, default=None, help="timed queries (default 1,000; --quick: 200)")
     parser.add_argument("--dim", type=int, default=None, help="vector dimension (default: the default model's, 576)")
@@ -559,16 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None,
                         help="keep the data and each configuration's result in this folder; a rerun with the same "
                              "folder and settings reuses the results found there (a long run killed partway resumes)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-
-    if args.child:
-        result = run_child(json.loads(args.child))
-        Path(args.child_out).write_text(json.dumps(result, indent=2))
+    args = harness.parse(parser, argv)
+    if harness.child_run(args, run_child):
         return 0
-
     n = 5_000 if args.quick and args.n == 100_000 else args.n
     n_queries = args.queries or (200 if args.quick else 1_000)
     dim, model = default_dim()
@@ -576,8 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     ef_sweep = [int(x) for x in args.ef_search.split(",") if x.strip()]
     configs = (["faiss-flat"] + ([] if args.skip_hnsw else ["faiss-hnsw"]) + ([] if args.skip_qdrant else ["qdrant-edge"])
                + ([] if args.skip_qdrant or args.skip_qdrant_local else ["qdrant-local"]))
-
-    load_start = os.getloadavg()[0]
+    load_start = harness.load_average()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="index_speed-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -601,59 +525,41 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-
-    info = machine_info("cpu")
+    info = harness.machine_info("cpu")
     info.update(library_versions())
     info["load_average_1m_start"] = load_start
-    info["load_average_1m_end"] = os.getloadavg()[0]  # includes this benchmark's own work
-    title = (f"{n:,} x {dim}-d clustered vectors, {n_queries:,} queries, k={K}"
-             f"{' (quick)' if args.quick else ''}\n{info['cpu_model']}, {info['usable_cores']} cores")
-    print(f"\nindex_speed ({'quick' if args.quick else 'full'}): {n:,} vectors x {dim} (default model {model}), "
-          f"{n_queries:,} queries, {args.clusters} clusters; {info['cpu_model']}, {info['usable_cores']} cores, "
-          f"load {load_start:.1f} at start")
-    print(f"data: random-pair cosine {stats['random_pair_cosine_mean']:.3f}, query->1st NN "
-          f"{stats['query_nn1_cosine_mean']:.3f}, ->10th NN {stats['query_nn10_cosine_mean']:.3f}")
-    print(table(results, n, dim))
-    busy = load_start > 0.5 * (info["usable_cores"] or 1)
+    info["load_average_1m_end"] = harness.load_average()  # includes this benchmark's own work
+    busy = harness.is_busy(load_start, info["usable_cores"])
     if busy:
-        print(f"WARNING: load average {load_start:.1f} before the run on "
-              f"{info['usable_cores']} cores: other jobs share the CPU, latencies are not reliable (OpenMP/BLAS "
-              "thread pools wait for a time slice; --threads 1 avoids most of that).")
-    print(targets(results, busy))
-    if "qdrant-local" in configs:
-        print("Qdrant legacy local = qdrant-client's local mode: exact NumPy scan per query, HNSW settings ignored.")
-
-    if not args.no_save:
-        name = args.out or ("index_speed_quick" if args.quick else "index_speed")
-        payload = {
-            "quick": args.quick,
-            "settings": {"n": n, "queries": n_queries, "dim": dim, "default_model": model, "k": K,
-                         "clusters": args.clusters, "spectrum_alpha": args.spectrum_alpha, "batch": args.batch, "hnsw_m": args.m,
-                         "ef_construction": args.ef_construction, "ef_search_sweep": ef_sweep,
-                         "threads": args.threads, "qdrant_n": args.qdrant_n, "seed": args.seed, "warmup_queries": WARMUP_QUERIES},
-            "data": {"kind": "L2-normalised anisotropic Gaussian mixture (see make_mixture)", **stats},
-            "raw_vector_mb": n * dim * 4 / 2**20,
-            "machine": info,
-            "results": results,
-            "notes": [
-                "Every figure goes through inbedder_index.backends (string ids, validation, id mapping included).",
-                ("Qdrant embedded is qdrant-edge-py (Qdrant's engine in-process): build_s = upserts + flush "
-                 "(durable, searchable by exact scan), index_s = optimize() (HNSW graph), searched per hnsw_ef and exact."),
-                "Qdrant legacy local is qdrant-client's local mode: exact NumPy search per query, HNSW settings ignored.",
-                "Disk (stored_bytes) counts allocated blocks; Qdrant's WAL and vector files are sparse 32 MiB pieces.",
-                ("Each configuration ran in a fresh subprocess; peak RSS = VmHWM (reset per phase), "
-                "baseline = RSS after imports (incl. torch, imported by inbedder_index) and queries loaded."),
-                "FAISS HNSW: built once, reopened from its file per efSearch (open_s is that load time).",
-                ("Qdrant local's build is bound by its persistence: qdrant_client/local/persistence.py "
-                "CollectionPersistence.persist() commits one SQLite transaction per point (build_cpu_s << build_s)."),
-            ],
-            "machine_busy": busy,
-            "targets": targets(results, busy).splitlines(),
-        }
-        path = save_results(name, payload)
-        png = RESULTS_DIR / f"{name}.png"
-        plot(results, png, title)
-        print(f"saved {path} and {png}")
+        logger.warning("load average %.1f before the run on %s cores: latencies are not reliable (OpenMP/BLAS thread "
+                       "pools wait for a time slice; --threads 1 avoids most of that)", load_start, info["usable_cores"])
+    payload = {
+        "quick": args.quick,
+        "settings": {"n": n, "queries": n_queries, "dim": dim, "default_model": model, "k": K,
+                     "clusters": args.clusters, "spectrum_alpha": args.spectrum_alpha, "batch": args.batch, "hnsw_m": args.m,
+                     "ef_construction": args.ef_construction, "ef_search_sweep": ef_sweep,
+                     "threads": args.threads, "qdrant_n": args.qdrant_n, "seed": args.seed, "warmup_queries": WARMUP_QUERIES},
+        "data": {"kind": "L2-normalised anisotropic Gaussian mixture (see make_mixture)", **stats},
+        "raw_vector_mb": n * dim * 4 / MIB,
+        "machine": info,
+        "results": results,
+        "notes": [
+            "Every figure goes through inbedder_index.backends (string ids, validation, id mapping included).",
+            ("Qdrant embedded is qdrant-edge-py (Qdrant's engine in-process): build_s = upserts + flush "
+             "(durable, searchable by exact scan), index_s = optimize() (HNSW graph), searched per hnsw_ef and exact."),
+            "Qdrant legacy local is qdrant-client's local mode: exact NumPy search per query, HNSW settings ignored.",
+            "Disk (stored_bytes) counts allocated blocks; Qdrant's WAL and vector files are sparse 32 MiB pieces.",
+            ("Each configuration ran in a fresh subprocess; peak RSS = VmHWM (reset per phase), "
+             "baseline = RSS after imports (incl. torch, imported by inbedder_index) and queries loaded."),
+            "FAISS HNSW: built once, reopened from its file per efSearch (open_s is that load time).",
+            ("Qdrant local's build is bound by its persistence: qdrant_client/local/persistence.py "
+             "CollectionPersistence.persist() commits one SQLite transaction per point (build_cpu_s << build_s)."),
+        ],
+        "machine_busy": busy,
+        "targets": targets(results, busy),
+    }
+    harness.finish(args.out or ("index_speed_quick" if args.quick else "index_speed"), payload, summary,
+                   save=not args.no_save, figure=plot)
     return 0
 
 

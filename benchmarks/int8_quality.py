@@ -1,56 +1,46 @@
 """Which int8 settings keep InBedder's quality: dynamic int8 weights against float32, on ONNX Runtime.
 
-Candidates (``CANDIDATES``: ``Int8Settings`` of per-channel scales, 7-bit range and which
-modules stay float32) are scored in two stages on the same model:
+Candidates (``candidates()``: ``Int8Settings`` of per-channel scales, 7-bit range and which
+modules stay float32) are scored in two stages on the same model: the cosine of each one's
+vectors to the float32 graph's on ``--n`` mixed texts (min and mean, one timed call each); then
+the project's evaluation sets (feel/want triplets, topic/place clustering, instructed STS) for
+float32 and the ``--top`` candidates by mean cosine. A setting qualifies when its triplet harmonic
+mean is within 0.02 of float32's; the fastest qualifying one becomes ``ort.INT8``.
 
-1. cosine of each candidate's vectors to the float32 graph's on ``--n`` mixed texts (min and
-   mean), and one timed call each;
-2. the project's evaluation sets (``inbedder_index.evaluation``: feel/want triplet success per
-   aspect and their harmonic mean, topic/place clustering v-measure, instructed STS) for float32
-   and the ``--top`` candidates by mean cosine.
-
-The rule (issue 11): a setting qualifies when its triplet harmonic mean is within 0.02 of
-float32's; the fastest qualifying one becomes ``ort.INT8`` (what ``quantize="int8"`` means).
-
-Run from the repository root::
-
-    python benchmarks/int8_quality.py --quick   # 2 candidates, 16 texts, no evaluation sets
-    python benchmarks/int8_quality.py           # every candidate, 64 texts, the top 3 on the sets
-
-Results: ``benchmarks/results/int8_quality.json`` (``int8_quality_quick.json`` for ``--quick``).
+    python -m benchmarks.int8_quality --quick   # 2 candidates, 16 texts, no evaluation sets
+    python -m benchmarks.int8_quality           # every candidate, 64 texts, the top 3 on the sets
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import INSTRUCTIONS, add_common_args, cosine_rows, machine_info, mixed_texts, save_results, setup_logging  # noqa: E402
-
-from inbedder_index.runtimes.ort import INT8, MLP_OUT, Int8Settings  # noqa: E402
+from . import harness
+from .texts import INSTRUCTIONS, mixed_texts
 
 logger = logging.getLogger("benchmarks.int8_quality")
 
 MAX_HM_DROP = 0.02
-CANDIDATES: dict[str, Int8Settings] = {
-    "all": Int8Settings(),
-    "all-8bit": Int8Settings(reduce_range=False),
-    "all-per-matrix": Int8Settings(per_channel=False),
-    "float-mlp-out": Int8Settings(float_modules=(MLP_OUT,)),
-    "float-attention": Int8Settings(float_modules=(r"attn|attention",)),
-    "float-ends": Int8Settings(float_end_layers=2),
-    "float-mlp-out-ends": INT8,  # the default: MLP output projections and the first and last 2 layers float
-}
 EVAL_SETS = ("feel-want-triplets", "topic-place-clustering", "review-sts")
+HM = "feel-want-triplets.harmonic_mean"
+METRICS = (HM, "feel-want-triplets.feeling", "feel-want-triplets.want", "topic-place-clustering.topic",
+           "topic-place-clustering.place", "review-sts.overall")
+NAMES = ("all", "all-8bit", "all-per-matrix", "float-mlp-out", "float-attention", "float-ends", "float-mlp-out-ends")
+
+
+def candidates() -> dict[str, Any]:
+    """Name -> ``Int8Settings``; the last is the default (MLP output projections and the first and
+    last 2 layers stay float)."""
+    from inbedder_index.runtimes.ort import INT8, MLP_OUT, Int8Settings
+
+    return dict(zip(NAMES, (
+        Int8Settings(), Int8Settings(reduce_range=False), Int8Settings(per_channel=False),
+        Int8Settings(float_modules=(MLP_OUT,)), Int8Settings(float_modules=(r"attn|attention",)),
+        Int8Settings(float_end_layers=2), INT8)))
 
 
 def evaluate(enc: Any) -> dict[str, float]:
@@ -61,23 +51,33 @@ def evaluate(enc: Any) -> dict[str, float]:
     return {f"{task}.{metric}": value for task, values in scores.items() for metric, value in values.items()}
 
 
+def summary(payload: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, row in payload["rows"].items():
+        scores = [f"{row['eval'][m]:.3f}" if "eval" in row else "" for m in METRICS]
+        within = {True: "yes", False: "no"}.get(row.get("qualifies"), "")
+        rows.append((name, f"{row['min_cosine']:.4f}", f"{row['mean_cosine']:.4f}", f"{row['seconds']:.1f}",
+                     *scores, within))
+    return [f"Model `{payload['model']}`, {payload['n_texts']} texts for the cosines; a setting qualifies when its "
+            f"triplet harmonic mean (HM) is within {payload['max_hm_drop']} of float32's.", "",
+            *harness.table(("setting", "min cosine", "mean cosine", "s", "HM", "feeling", "want", "topic", "place",
+                            "STS", f"HM within {payload['max_hm_drop']}"), rows)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--model", default="inbedder-smollm2-135m")
     parser.add_argument("--n", type=int, default=64, help="texts for the cosine stage (default: %(default)s)")
     parser.add_argument("--top", type=int, default=3, help="candidates scored on the evaluation sets (default: %(default)s)")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated names (default: all)")
-    add_common_args(parser)
-    args = parser.parse_args(argv)
+    parser.add_argument("--candidates", default=",".join(NAMES), help="comma-separated names (default: all)")
+    args = harness.parse(parser, argv)
     names = [n for n in args.candidates.split(",") if n]
     if args.quick:
         args.n, args.top, names = min(args.n, 16), 0, names[:2]
-    setup_logging(args.verbose)
-
     from inbedder_index import InBedder
 
-    base = InBedder(args.model)
+    settings = candidates()
+    base = InBedder(args.model, runtime="torch")  # one PyTorch model, exported to each variant
     texts = mixed_texts(args.n, args.seed)
 
     def variant(quantize: Any) -> Any:
@@ -88,39 +88,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = fp32.encode(texts, INSTRUCTIONS[0], show_progress_bar=False)
     rows: dict[str, dict[str, Any]] = {"fp32": {"seconds": time.perf_counter() - started, "min_cosine": 1.0, "mean_cosine": 1.0}}
     for name in names:
-        enc = variant(CANDIDATES[name])
+        enc = variant(settings[name])
         started = time.perf_counter()
         vectors = enc.encode(texts, INSTRUCTIONS[0], show_progress_bar=False)
-        cosines = cosine_rows(vectors, reference)
-        rows[name] = {"settings": asdict(CANDIDATES[name]), "seconds": time.perf_counter() - started,
+        cosines = harness.cosine_rows(vectors, reference)
+        rows[name] = {"settings": asdict(settings[name]), "seconds": time.perf_counter() - started,
                       "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean()),
-                      "float_matmuls": enc.runtime.record["float_matmuls"]}
+                      "float_matmuls": enc.runtime.record.data["float_matmuls"]}
         logger.info("%s: min cosine %.4f, mean %.4f, %.1f s", name, rows[name]["min_cosine"], rows[name]["mean_cosine"],
                     rows[name]["seconds"])
     ranked = sorted(names, key=lambda n: -rows[n]["mean_cosine"])[: args.top]
     if args.top:
         rows["fp32"]["eval"] = evaluate(fp32)
         for name in ranked:
-            rows[name]["eval"] = evaluate(variant(CANDIDATES[name]))
-    hm_key = "feel-want-triplets.harmonic_mean"
-    base_hm = rows["fp32"].get("eval", {}).get(hm_key)
+            rows[name]["eval"] = evaluate(variant(settings[name]))
+    base_hm = rows["fp32"].get("eval", {}).get(HM)
     for name in ranked:
-        rows[name]["hm_drop"] = base_hm - rows[name]["eval"][hm_key]
+        rows[name]["hm_drop"] = base_hm - rows[name]["eval"][HM]
         rows[name]["qualifies"] = bool(rows[name]["hm_drop"] <= MAX_HM_DROP)
-
-    print(f"\nint8_quality ({'quick' if args.quick else 'full'}): {base.model_id}, {len(texts)} texts for the cosines")
-    metrics = [hm_key, "feel-want-triplets.feeling", "feel-want-triplets.want", "topic-place-clustering.topic",
-               "topic-place-clustering.place", "review-sts.overall"]
-    print(f"   {'setting':<20}{'min cos':>9}{'mean cos':>10}{'s':>7}  " + "  ".join(m.split(".", 1)[1][:13] for m in metrics))
-    for name, row in rows.items():
-        scores = "  ".join(f"{row['eval'].get(m, float('nan')):>13.3f}" for m in metrics) if "eval" in row else ""
-        verdict = ("  within 0.02 HM" if row["qualifies"] else "  HM drop > 0.02") if "qualifies" in row else ""
-        print(f"   {name:<20}{row['min_cosine']:>9.4f}{row['mean_cosine']:>10.4f}{row['seconds']:>7.1f}  {scores}{verdict}")
-    if not args.no_save:
-        path = save_results("int8_quality_quick" if args.quick else "int8_quality",
-                            {"quick": args.quick, "machine": machine_info(), "model": base.model_id, "n_texts": len(texts),
-                             "max_hm_drop": MAX_HM_DROP, "rows": rows})
-        logger.info("saved %s", path)
+    payload = {"quick": args.quick, "machine": harness.machine_info(), "model": base.model_id, "n_texts": len(texts),
+               "max_hm_drop": MAX_HM_DROP, "rows": rows}
+    harness.finish("int8_quality_quick" if args.quick else "int8_quality", payload, summary, save=not args.no_save)
     return 0
 
 

@@ -1,74 +1,37 @@
 """Latency of ``InBedder.encode`` in the paper's setting, and the cost of many instructions at once.
 
-On the same model, texts and token ids throughout:
+1. Latency setting (the paper's): short news-like texts (~40 words, ``--n-short``) and long
+   patent-like texts (cut at ``--max-length`` 512 tokens) through the reference procedure and
+   ``encode`` on each runtime, side by side (``procedures.compare_procedures``).
+2. Multi-instruction cost curve, per runtime (``--curve-runtimes``): the time to embed the same
+   texts under k = 1, 2, 4, 8 instructions in one shared call ``encode(texts, instructions[:k])``
+   (a causal model runs each input part once and each instruction's suffix on the cached
+   keys/values) against k single-instruction calls; the ratio of executed FLOPs and the largest
+   cosine gap between the two (>= 0.9999). Target (long documents): k = 4 in <= 1.6x the time of k = 1.
+3. ``--gpu-large`` (CUDA only; otherwise it says so): both on an OPT-1.3b-sized random
+   ``OPTForCausalLM`` in bf16, with the fraction of the measured and the datasheet bf16 peak.
 
-1. Latency setting (the paper's): a batch of short news-like texts (AG-News sized, ~40 words,
-   ``--n-short``) and one of long patent-like texts (Big-Patent sized, thousands of words, cut
-   at ``--max-length`` 512 tokens: ~467-token prompts), through the reference procedure and
-   ``encode`` on each runtime side by side (``common.compare_procedures``: interleaved rounds,
-   medians, texts/s, tokens/s, fraction of the matmul peak measured in the same rounds, cosine
-   to InBedder's vectors).
-
-2. Multi-instruction cost curve, per runtime (``--curve-runtimes``): total seconds to embed the
-   same texts under k = 1, 2, 4, 8 instructions, one shared call ``encode(texts,
-   instructions[:k])`` (a causal model runs each batch's input part once and each instruction's
-   suffix on the cached keys/values; on onnx the keys/values are graph inputs) against k calls
-   of one instruction each. At k = 1 both are the same call, timed twice per repeat. Also the
-   ratio of executed FLOPs (free of machine load) and the largest cosine gap between shared and
-   naive vectors (must be >= 0.9999). Target (long documents): k = 4 in at most 1.6x the time of k = 1.
-
-3. ``--gpu-large`` (only where CUDA is available; otherwise it says so and skips): both again on
-   an OPT-1.3b-sized ``OPTForCausalLM`` (hidden 2048, FFN 8192, 24 layers, 32 heads; random
-   weights, speed does not depend on them) in bfloat16, with the default model's tokenizer. The
-   GPU figures carry the fraction of the bf16 matmul peak measured in the same run and of the
-   datasheet peak (``PEAK_BF16_TFLOPS``). ``benchmarks/gpu_run.sh`` runs this and vLLM's
-   pooling runner in one short lease.
-
-Run from the repository root::
-
-    python benchmarks/latency.py --quick        # ~1 min on 2 cores: 8 short / 2 long, k up to 4, max_length 256
-    python benchmarks/latency.py                # default model, 64 short / 16 long, max_length 512, k = 1, 2, 4, 8
-    python benchmarks/latency.py --gpu-large    # also the OPT-1.3b-sized random model (GPU only)
-
-``--skip-latency`` / ``--skip-curve`` leave a part out. Results go to
-``benchmarks/results/latency.json`` and ``latency.png`` (the k curves); ``latency_quick.*`` for ``--quick``.
+    python -m benchmarks.latency --quick        # 8 short / 2 long, k up to 4, max_length 256
+    python -m benchmarks.latency                # default model, 64 short / 16 long, k = 1, 2, 4, 8
+    python -m benchmarks.latency --gpu-large    # also the OPT-1.3b-sized random model (GPU only)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import (  # noqa: E402
-    RESULTS_DIR,
-    FlopModel,
-    add_common_args,
-    compare_procedures,
-    cosine_rows,
-    machine_info,
-    matmul_peak_gflops,
-    news_texts,
-    patent_texts,
-    print_comparison,
-    runtime_encoders,
-    save_results,
-    setup_logging,
-    time_call,
-)
+from . import harness
+from .harness import cosine_rows, load_average, time_call
+from .procedures import FlopModel, compare_procedures, comparison_lines, matmul_peak_gflops, runtime_encoders
+from .texts import news_texts, patent_texts
 
 logger = logging.getLogger("benchmarks.latency")
 
@@ -97,9 +60,6 @@ PEAK_BF16_TFLOPS: list[tuple[str, float]] = [
 # OPT-1.3b's shape (facebook/opt-1.3b): the paper's opt-1.3b-InBedder backbone
 LARGE_SHAPE: dict[str, int] = {"hidden_size": 2048, "ffn_dim": 8192, "num_hidden_layers": 24,
                                "num_attention_heads": 32}
-
-
-# --------------------------------------------------------------------------- FLOPs of the k curve
 
 
 @dataclass
@@ -163,9 +123,11 @@ def naive_work(fm: FlopModel, prefixes: dict[str, list[int]], suffixes: dict[str
     return work
 
 
-def datasheet_peak_tflops(device: torch.device) -> float | None:
-    if device.type != "cuda":
+def datasheet_peak_tflops(device: Any) -> float | None:
+    if not str(device).startswith("cuda"):
         return None
+    import torch
+
     name = torch.cuda.get_device_name(device).lower()
     return next((value for key, value in PEAK_BF16_TFLOPS if key.lower() in name), None)
 
@@ -179,9 +141,6 @@ def rate(work: Work, seconds: float, n_texts: int, peak_gflops: float) -> dict[s
         "achieved_tflops": work.flops / seconds / 1e12,
         "fraction_of_peak": work.flops / seconds / 1e9 / peak_gflops,
     }
-
-
-# --------------------------------------------------------------------------- the k curve
 
 
 def _call(enc: Any, texts: list[str], instructions: list[str], mode: str, batch_size: int) -> tuple[float, float, dict[str, np.ndarray]]:
@@ -208,7 +167,7 @@ def k_curve(enc: Any, texts: list[str], ks: Sequence[int], batch_size: int, repe
     wall: dict[str, dict[int, list[float]]] = {m: {k: [] for k in ks} for m in ("shared", "naive")}
     cpu: dict[str, dict[int, list[float]]] = {m: {k: [] for k in ks} for m in ("shared", "naive")}
     gaps: dict[int, float] = {}
-    load = [os.getloadavg()[0]]
+    load = [load_average()]
     for repeat in range(repeats):
         for position, k in enumerate(ks):
             subset = instructions[:k]
@@ -222,7 +181,7 @@ def k_curve(enc: Any, texts: list[str], ks: Sequence[int], batch_size: int, repe
             gaps[k] = max(gaps.get(k, 0.0), gap)
             logger.info("%s k=%d: shared %.2f s, naive %.2f s, max 1-cos %.1e", label, k, wall["shared"][k][-1],
                         wall["naive"][k][-1], gap)
-        load.append(os.getloadavg()[0])
+        load.append(load_average())
         peaks.append(matmul_peak_gflops(enc.device))
 
     peak = statistics.median(peaks)
@@ -271,18 +230,18 @@ def k_curve(enc: Any, texts: list[str], ks: Sequence[int], batch_size: int, repe
     return result
 
 
-# --------------------------------------------------------------------------- models
-
-
 def build_large(device: str | None, max_length: int, batch_size: int, seed: int,
-                shape: dict[str, int] | None = None, dtype: torch.dtype = torch.bfloat16) -> Any:
-    """An OPT-1.3b-sized ``OPTForCausalLM`` (random weights, ``dtype``) with the default model's tokenizer."""
+                shape: dict[str, int] | None = None, dtype: Any = None) -> Any:
+    """An OPT-1.3b-sized ``OPTForCausalLM`` (random weights, ``dtype``: bf16 by default) with the default
+    model's tokenizer."""
+    import torch
     from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
 
     from inbedder_index import InBedder
     from inbedder_index.models import smollm2_folder
 
     shape = shape or LARGE_SHAPE
+    dtype = dtype or torch.bfloat16
     tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = OPTConfig(
@@ -304,11 +263,10 @@ def build_large(device: str | None, max_length: int, batch_size: int, seed: int,
                                max_length=max_length, batch_size=batch_size)
 
 
-# --------------------------------------------------------------------------- running and printing
-
-
 def run_model(label: str, enc: Any, short: list[str], long: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    gpu = enc.device.type == "cuda"
+    import torch
+
+    gpu = str(enc.device).startswith("cuda")
     rounds = max(args.rounds, args.gpu_rounds) if gpu else args.rounds
     curve_repeats = max(args.curve_repeats, args.gpu_rounds) if gpu else args.curve_repeats
     runtimes = [] if gpu else [r for r in args.runtimes.split(",") if r]
@@ -346,87 +304,78 @@ def run_model(label: str, enc: Any, short: list[str], long: list[str], args: arg
     return result
 
 
-def print_model(label: str, r: dict[str, Any], quick: bool) -> None:
-    gpu = f", {r['gpu']} (datasheet bf16 peak {r['datasheet_peak_tflops']} TFLOP/s)" if r["gpu"] else ""
-    print(f"\n== {label}: {r['model']} ({r['kind']}, {r['parameters'] / 1e6:.0f}M params, {r['dtype']}) on "
-          f"{r['device']}{gpu}; max_length {r['max_length']}")
-    for name, result in r.get("latency", {}).items():
-        print_comparison(f"{label}, latency setting, {name} texts", result)
-        if r["gpu"] and r["datasheet_peak_tflops"]:
-            row = result["procedures"]["torch"]
-            print(f"   torch: {row['gflops'] / 1000 / r['datasheet_peak_tflops']:.1%} of the datasheet bf16 peak"
-                  + (f" (target >= {TARGET_GPU_FRACTION:.0%} on long texts)" if name == "long" else ""))
-    for runtime, curves in r.get("curve", {}).items():
-        for name in ("long", "short"):
-            curve = curves[name]
-            print(f"   k curve [{runtime}], {name} docs: {curve['n_texts']} texts, input part mean "
-                  f"{curve['prefix_tokens_mean']:.0f} tokens (max {curve['prefix_tokens_max']}), instruction parts "
-                  f"{min(curve['suffix_tokens'].values())}-{max(curve['suffix_tokens'].values())} tokens, best of {curve['repeats']}")
-            print(f"     {'k':>3}{'shared s':>10}{'x k=1':>8}{'(flop)':>7}{'naive s':>10}{'x k=1':>8}"
-                  f"{'naive/shared':>13}{'emb/s sh':>10}{'% peak sh':>10}{'1-cos':>10}")
-            for p in curve["points"]:
-                sh, nv = p["shared"], p["naive"]
-                print(f"     {p['k']:>3}{sh['best_s']:>10.3f}{sh.get('ratio_to_k1', float('nan')):>8.2f}"
-                      f"{sh['flop_ratio_to_k1']:>7.2f}{nv['best_s']:>10.3f}{nv.get('ratio_to_k1', float('nan')):>8.2f}"
-                      f"{p['naive_over_shared']:>13.2f}{sh['embeddings_per_s']:>10.1f}"
-                      f"{100 * sh['fraction_of_peak']:>9.1f}%{p['max_cosine_gap']:>10.1e}")
-            load = curve["load_average_1m"]
-            print(f"     min cosine shared vs naive {curve['min_cosine']:.7f}; load average {load['min']:.1f}-{load['max']:.1f}")
-        if "target" in curves:
-            t = curves["target"]
-            print(f"   target [{runtime}]: k={t['k']} on long docs in <= {t['max_ratio']}x the time of k=1: "
-                  f"{t['ratio']:.2f}x (FLOPs {t['flop_ratio']:.2f}x, naive {t['naive_ratio']:.2f}x): "
-                  f"{'MET' if t['met'] else 'NOT MET'}; cosine >= {TARGET_COSINE}: {'yes' if t['cosine_ok'] else 'NO'}"
-                  + ("  (quick run: too small to judge)" if quick else ""))
+def summary(payload: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if payload.get("gpu_large_skipped"):
+        lines += [f"{payload['gpu_large_skipped']}.", ""]
+    for label, r in payload["runs"].items():
+        gpu = f", {r['gpu']} (datasheet bf16 peak {r['datasheet_peak_tflops']} TFLOP/s)" if r["gpu"] else ""
+        lines += [f"**{label}**: `{r['model']}` ({r['kind']}, {r['parameters'] / 1e6:.0f}M parameters, {r['dtype']}) "
+                  f"on {r['device']}{gpu}; max_length {r['max_length']}.", ""]
+        for name, result in r.get("latency", {}).items():
+            lines += comparison_lines(f"Latency setting, {name} texts", result)
+            if r["gpu"] and r["datasheet_peak_tflops"]:
+                share = result["procedures"]["torch"]["gflops"] / 1000 / r["datasheet_peak_tflops"]
+                lines += [f"torch: {share:.1%} of the datasheet bf16 peak" +
+                          (f" (target >= {TARGET_GPU_FRACTION:.0%} on long texts)" if name == "long" else ""), ""]
+        for runtime, curves in r.get("curve", {}).items():
+            for name in ("long", "short"):
+                curve = curves[name]
+                sfx = curve["suffix_tokens"].values()
+                lines += [f"k curve, {runtime}, {name} documents: {curve['n_texts']} texts, input part "
+                          f"~{curve['prefix_tokens_mean']:.0f} tokens (max {curve['prefix_tokens_max']}), instruction "
+                          f"parts {min(sfx)}-{max(sfx)} tokens, best of {curve['repeats']}; min cosine shared vs one "
+                          f"at a time {curve['min_cosine']:.7f}", ""]
+                lines += harness.table(
+                    ("k", "shared s", "x k=1", "FLOPs x k=1", "naive s", "naive x k=1", "naive / shared", "of peak"),
+                    [(p["k"], f"{p['shared']['best_s']:.3f}", f"{p['shared'].get('ratio_to_k1', float('nan')):.2f}",
+                      f"{p['shared']['flop_ratio_to_k1']:.2f}", f"{p['naive']['best_s']:.3f}",
+                      f"{p['naive'].get('ratio_to_k1', float('nan')):.2f}", f"{p['naive_over_shared']:.2f}",
+                      f"{100 * p['shared']['fraction_of_peak']:.1f} %") for p in curve["points"]]) + [""]
+            if "target" in curves:
+                t = curves["target"]
+                lines += [f"- target ({runtime}): k={t['k']} on long documents in <= {t['max_ratio']}x the time of "
+                          f"k=1: {t['ratio']:.2f}x (FLOPs {t['flop_ratio']:.2f}x, naive {t['naive_ratio']:.2f}x), "
+                          f"{harness.verdict(t['met'], payload['quick'])}; cosine >= {TARGET_COSINE}: "
+                          f"{'yes' if t['cosine_ok'] else 'no'}", ""]
+    return lines
 
 
-def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [(r, runtime, curves) for r in runs.values() for runtime, curves in r.get("curve", {}).items()]
+def plot(payload: dict[str, Any]) -> Any:
+    """The k curves: one row per model and runtime, long and short documents side by side."""
+    rows = [(r, runtime, curves) for r in payload["runs"].values() for runtime, curves in r.get("curve", {}).items()]
     if not rows:
-        return
-    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 4.2 * len(rows)), squeeze=False)
+        return None
+    fig, axes = harness.pyplot().subplots(len(rows), 2, figsize=(11, 4.2 * len(rows)), squeeze=False)
     for row, (r, runtime, curves) in enumerate(rows):
         for col, name in enumerate(("long", "short")):
-            ax = axes[row][col]
-            curve = curves[name]
-            ks = [p["k"] for p in curve["points"]]
-            shared = [p["shared"]["best_s"] for p in curve["points"]]
-            naive = [p["naive"]["best_s"] for p in curve["points"]]
-            ax.plot(ks, naive, "s--", color="C1", label="naive: k calls, one instruction each")
+            ax, points = axes[row][col], curves[name]["points"]
+            ks = [p["k"] for p in points]
+            shared = [p["shared"]["best_s"] for p in points]
+            ax.plot(ks, [p["naive"]["best_s"] for p in points], "s--", color="C1", label="naive: k calls, one instruction each")
             ax.plot(ks, shared, "o-", color="C0", label="shared: one call, k instructions")
             if ks[0] == 1:
                 ax.plot(ks, [shared[0] * k for k in ks], ":", color="grey", alpha=0.7, label="k x time(k=1)")
-                ax.plot(ks, [shared[0] * p["shared"]["flop_ratio_to_k1"] for p in curve["points"]], "-.", color="C0",
+                ax.plot(ks, [shared[0] * p["shared"]["flop_ratio_to_k1"] for p in points], "-.", color="C0",
                         alpha=0.4, label="shared, if time followed its FLOPs")
                 if name == "long" and TARGET_K in ks:
                     ax.plot([TARGET_K], [TARGET_K_RATIO * shared[0]], "r_", markersize=22, mew=2,
                             label=f"target: k={TARGET_K} <= {TARGET_K_RATIO}x k=1")
-                for k, s in zip(ks, shared):
-                    ax.annotate(f"{s / shared[0]:.2f}x", (k, s), textcoords="offset points", xytext=(4, -12), fontsize=8,
-                                color="C0")
             ax.set_xscale("log", base=2)
-            ax.set_xticks(ks)
-            ax.set_xticklabels([str(k) for k in ks])
+            ax.set_xticks(ks, [str(k) for k in ks])
             ax.set_xlabel("instructions k")
             ax.set_ylabel("total seconds")
-            ax.set_title(f"{r['model']} ({r['device']}, {runtime}): {curve['n_texts']} {name} docs, "
-                         f"input ~{curve['prefix_tokens_mean']:.0f} tokens", fontsize=9)
+            ax.set_title(f"{r['model']} ({r['device']}, {runtime}): {curves[name]['n_texts']} {name} docs, "
+                         f"input ~{curves[name]['prefix_tokens_mean']:.0f} tokens", fontsize=9)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.suptitle(f"multi-instruction cost ({'quick' if payload['quick'] else 'full'}): one shared call vs one call "
+                 "per instruction", fontsize=10)
+    return fig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--model", default="inbedder-smollm2-135m", help="built-in name, hub id or folder (default: %(default)s)")
     parser.add_argument("--n-short", type=int, default=64, help="news-like texts, ~40 words (default: %(default)s)")
     parser.add_argument("--n-long", type=int, default=16, help="patent-like texts, thousands of words (default: %(default)s)")
@@ -445,8 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-latency", action="store_true", help="leave out the comparison with the reference")
     parser.add_argument("--skip-curve", action="store_true", help="leave out the k curve")
     parser.add_argument("--out", default=None, help="results name (default: latency, or latency_quick)")
-    add_common_args(parser)
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     args.ks = sorted({int(k) for k in args.ks.split(",")})
     if args.quick:
         args.n_short, args.n_long = min(args.n_short, 8), min(args.n_long, 2)
@@ -455,19 +403,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rounds, args.curve_repeats, args.gpu_rounds = 1, 1, min(args.gpu_rounds, 2)
     if not args.ks or args.ks[0] < 1 or args.ks[-1] > len(INSTRUCTIONS):
         parser.error(f"--ks must lie in 1..{len(INSTRUCTIONS)}")
-    setup_logging(args.verbose)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import torch
 
     from inbedder_index import InBedder
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     short = news_texts(args.n_short, args.seed)
     long = patent_texts(args.n_long, args.seed)
     started = time.perf_counter()
     runs: dict[str, Any] = {}
     device = None
     if not args.skip_default:
-        enc = InBedder(args.model, device=args.device, max_length=args.max_length, batch_size=args.batch_size)
+        enc = InBedder(args.model, device=args.device, max_length=args.max_length, batch_size=args.batch_size,
+                       runtime="torch")  # the reference procedure and the FLOP count read the PyTorch model
         device = enc.device
         runs["default"] = run_model("default", enc, short, long, args)
         del enc
@@ -475,39 +424,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gpu_large:
         if not torch.cuda.is_available():
             skipped = "no GPU present (torch.cuda.is_available() is False): --gpu-large skipped"
-            print(f"\n{skipped}")
         else:
             logger.info("building an OPT-1.3b-sized random model in bfloat16")
-            gpu = args.device if args.device and args.device.startswith("cuda") else "cuda"
-            enc = build_large(gpu, args.max_length, args.batch_size, args.seed)
+            enc = build_large(args.device if args.device and args.device.startswith("cuda") else "cuda",
+                              args.max_length, args.batch_size, args.seed)
             device = enc.device
             runs["large"] = run_model("large", enc, short, long, args)
             del enc
             torch.cuda.empty_cache()
-
-    info = machine_info(device or "cpu")
-    kind = "quick" if args.quick else "full"
-    print(f"\nlatency ({kind}), {info['cpu_model']}, {torch.get_num_threads()} torch threads, "
-          f"load average {info['load_average_1m']:.1f}" + (f", {info['gpu']}" if "gpu" in info else ""))
-    for label, result in runs.items():
-        print_model(label, result, args.quick)
-    elapsed = time.perf_counter() - started
-    print(f"\n(total {elapsed:.0f} s)")
-
-    if not args.no_save and runs:
-        name = args.out or ("latency_quick" if args.quick else "latency")
-        payload = {
-            "quick": args.quick, "machine": info,
-            "settings": {k: v for k, v in vars(args).items() if k not in {"no_save", "verbose"}},
-            "instructions": INSTRUCTIONS,
-            "target": {"k": TARGET_K, "max_ratio_to_k1_long_docs": TARGET_K_RATIO, "min_cosine": TARGET_COSINE,
-                       "gpu_fraction_of_bf16_peak": TARGET_GPU_FRACTION},
-            "runs": runs, "gpu_large_skipped": skipped, "elapsed_s": round(elapsed, 1),
-        }
-        path = save_results(name, payload)
-        png = RESULTS_DIR / f"{name}.png"
-        plot(runs, png, f"multi-instruction cost ({kind}): one shared call vs one call per instruction")
-        logger.info("saved %s and %s", path, png)
+    payload = {
+        "quick": args.quick, "machine": harness.machine_info(device or "cpu"),
+        "settings": {k: v for k, v in vars(args).items() if k not in {"no_save", "verbose"}},
+        "instructions": INSTRUCTIONS,
+        "target": {"k": TARGET_K, "max_ratio_to_k1_long_docs": TARGET_K_RATIO, "min_cosine": TARGET_COSINE,
+                   "gpu_fraction_of_bf16_peak": TARGET_GPU_FRACTION},
+        "runs": runs, "gpu_large_skipped": skipped, "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    harness.finish(args.out or ("latency_quick" if args.quick else "latency"), payload, summary,
+                   save=not args.no_save and bool(runs), figure=plot)
     return 0
 
 

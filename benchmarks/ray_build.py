@@ -1,8 +1,8 @@
 """Distributed build throughput: 1 and 2 Ray encoder actors against plain ``encode`` in one process.
 
-The same ``--n`` documents (AG-News-like, ``common.news_texts``) under ``--instructions``
-instructions (the first of ``common.INSTRUCTIONS``), each configuration in a fresh process
-(``common.run_in_child``), so that its start-up and peak memory are its own:
+The same ``--n`` documents (AG-News-like, ``texts.news_texts``) under ``--instructions``
+instructions (the first of ``texts.INSTRUCTIONS``), each configuration in a fresh process
+(``harness.run_in_child``), so that its start-up and peak memory are its own:
 
 - ``plain-Tt``: ``InBedder(model).encode(texts, instructions)``, one call with every instruction
   (shared prefix), ``T`` torch threads: every usable core (the single-process figure to beat)
@@ -27,43 +27,26 @@ the two plain runs is printed too (on a busy machine one thread can beat two).
 
 Run from the repository root::
 
-    python benchmarks/ray_build.py --quick     # tiny random model, 64 documents: checks that it works
-    python benchmarks/ray_build.py             # the default model, 256 documents, blocks of 16
-
-Results: ``benchmarks/results/ray_build.json`` and ``ray_build.png`` (``ray_build_quick.*``).
+    python -m benchmarks.ray_build --quick     # tiny random model, 64 documents: checks that it works
+    python -m benchmarks.ray_build             # the default model, 256 documents, blocks of 16
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import (  # noqa: E402
-    INSTRUCTIONS,
-    RESULTS_DIR,
-    add_common_args,
-    machine_info,
-    news_texts,
-    peak_rss_bytes,
-    run_in_child,
-    save_results,
-    setup_logging,
-)
+from . import harness
+from .harness import MIB
+from .texts import INSTRUCTIONS, news_texts
 
 logger = logging.getLogger("benchmarks.ray_build")
-MIB = 2**20
 
 
 class TreeMemory:
@@ -135,35 +118,41 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             worker_seconds=report.worker_seconds, worker_peak_rss_bytes=report.worker_peak_rss_bytes,
             driver_seconds=report.driver_seconds, driver_docs_per_s=spec["n"] / report.driver_seconds,
         )
-    result["peak_rss_bytes"] = peak_rss_bytes()
+    result["peak_rss_bytes"] = harness.peak_rss_bytes()
     result["tree_peak_rss_bytes"] = memory.stop()
     return result
 
 
-def table(results: list[dict[str, Any]], plain_docs_per_s: float) -> str:
-    header = (f"{'config':<10} {'docs/s':>8} {'vs plain':>8} {'end-to-end':>10} {'start-up s':>10} {'per actor':>9} "
-              f"{'actor encode':>12} {'peak MB':>8} {'tree MB':>8}")
-    lines = [header, "-" * len(header)]
+def summary(payload: dict[str, Any]) -> list[str]:
+    results, verdict, settings = payload["results"], payload["verdict"], payload["settings"]
+    plain, ray_1, ray_2 = results[0], results[2], results[3]
+    rows = []
     for r in results:
         ray_run = "actors" in r
-        lines.append(
-            f"{r['config']:<10} {r['docs_per_s']:>8.2f} {r['docs_per_s'] / plain_docs_per_s:>7.2f}x "
-            + (f"{r['end_to_end_docs_per_s']:>10.2f} {r['startup_s']:>10.1f} {r['per_actor_docs_per_s']:>9.2f} "
-               f"{r['actor_encode_docs_per_s']:>12.2f} " if ray_run else f"{'':>10} {'':>10} {'':>9} {'':>12} ")
-            + f"{r['peak_rss_bytes'] / MIB:>8.0f} {r['tree_peak_rss_bytes'] / MIB:>8.0f}"
-        )
-    lines.append("(docs/s: plain = N / one encode call; ray = steady state, after every actor's first block. "
-                 "start-up = ray.init + first block back. peak MB: this process; tree MB: with Ray's processes)")
-    return "\n".join(lines)
+        rows.append((r["config"], f"{r['docs_per_s']:.2f}", f"{r['docs_per_s'] / plain['docs_per_s']:.2f}x",
+                     *((f"{r['end_to_end_docs_per_s']:.2f}", f"{r['connect_s']:.1f} + {r['first_block_s']:.1f}",
+                        f"{r['actor_encode_docs_per_s']:.2f}") if ray_run else ("", "", "")),
+                     f"{r['peak_rss_bytes'] / MIB:,.0f} / {r['tree_peak_rss_bytes'] / MIB:,.0f}"))
+    return [f"{settings['n']} documents x {settings['instructions']} instructions, model "
+            f"`{Path(settings['model']).name}`, blocks of {settings['block']}, FAISS; each configuration in a fresh "
+            "process.", "",
+            *harness.table(("configuration", "documents/s", "vs plain", "end to end", "start-up s (ray.init + first "
+                            "block)", "actor encode docs/s", "peak RSS MB: process / with Ray's"), rows), "",
+            "Plain: N / one encode call; Ray: steady state, after every actor's first block.", "",
+            f"- target: 2 actors steady >= {verdict['target']}x plain ({plain['config']}): "
+            f"{verdict['ray2_vs_plain']:.2f}x, {harness.verdict(verdict['met'], payload['quick'])}; end to end, "
+            f"start-up included: {verdict['ray2_end_to_end_vs_plain']:.2f}x; against the faster plain run: "
+            f"{verdict['ray2_vs_best_plain']:.2f}x",
+            f"- one actor / one thread in one process: {verdict['ray1_vs_plain_1t']:.2f}x; 2 actors / (2 x 1 actor): "
+            f"{verdict['scaling_efficiency']:.2f} (1.00 = linear)",
+            f"- the driver needed {ray_2['driver_seconds']:.2f} s to store and record the documents (ray-2): "
+            f"{ray_2['driver_docs_per_s']:.0f} documents/s, the work of "
+            f"{ray_2['driver_docs_per_s'] / ray_1['docs_per_s']:.0f} actors of ray-1's speed"]
 
 
-def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.5))
+def plot(payload: dict[str, Any]) -> Any:
+    results = payload["results"]
+    fig, (speed, memory) = harness.pyplot().subplots(1, 2, figsize=(11, 4.5))
     names = [r["config"] for r in results]
     speed.bar(names, [r["docs_per_s"] for r in results], color=["C0" if "actors" not in r else "C1" for r in results],
               label="steady (ray) / one call (plain)")
@@ -171,42 +160,34 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     speed.scatter([i for i, _ in ray_runs], [r["end_to_end_docs_per_s"] for _, r in ray_runs], color="k", zorder=3,
                   label="ray end to end (start-up included)")
     speed.set_ylabel("documents / s")
-    speed.legend(fontsize=8)
-    speed.grid(True, axis="y", alpha=0.3)
     memory.bar(names, [r["tree_peak_rss_bytes"] / MIB for r in results], color="C2", label="process tree")
     memory.bar(names, [r["peak_rss_bytes"] / MIB for r in results], color="C4", label="this process")
     memory.set_ylabel("peak RSS, MiB")
-    memory.legend(fontsize=8)
-    memory.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    for ax in (speed, memory):
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    settings = payload["settings"]
+    fig.suptitle(f"Distributed build (Ray) vs one process, {settings['n']} docs x {settings['instructions']} "
+                 f"instructions, {Path(settings['model']).name}", fontsize=10)
+    return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__, child=True)
     parser.add_argument("--model", default=None, help="model name or folder (default: the default model; "
                                                       "--quick: a tiny random Llama)")
     parser.add_argument("--n", type=int, default=None, help="documents (default 256; --quick: 64)")
     parser.add_argument("--block", type=int, default=16, help="documents per Ray block (default 16)")
     parser.add_argument("--instructions", type=int, default=2, help="instructions, encoded in one pass (default 2)")
     parser.add_argument("--out", default=None, help="results name (default: ray_build, or ray_build_quick)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    if args.child:
-        Path(args.child_out).write_text(json.dumps(child(json.loads(args.child))))
+    args = harness.parse(parser, argv)
+    if harness.child_run(args, child):
         return 0
-
-    cores = len(os.sched_getaffinity(0))
+    cores = harness.usable_cores()
     work = Path(tempfile.mkdtemp(prefix="ray_build-"))
     model = args.model
     if model is None and args.quick:
-        from build_memory import make_tiny_model
+        from .build_memory import make_tiny_model
 
         tiny, tokenizer = make_tiny_model(64, args.seed)
         model = str(work / "tiny-llama")
@@ -221,15 +202,15 @@ def main(argv: list[str] | None = None) -> int:
             "workdir": str(work)}
     configs = [dict(base, config=f"plain-{cores}t", threads=cores), dict(base, config="plain-1t", threads=1),
                dict(base, config="ray-1", actors=1), dict(base, config="ray-2", actors=2)]
-    load_start = os.getloadavg()[0]
+    load_start = harness.load_average()
     results = []
     try:
         for spec in configs:
             logger.info("%s: fresh process", spec["config"])
-            results.append(run_in_child(__file__, spec, work / f"{spec['config']}.json"))
+            results.append(harness.run_in_child("benchmarks.ray_build", spec, work / f"{spec['config']}.json"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    info = machine_info("cpu")
+    info = harness.machine_info("cpu")
     info["load_average_1m_start"] = load_start
     plain, plain_1t, ray_1, ray_2 = results
     verdict = {
@@ -241,30 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         "target": 0.8,
     }
     verdict["met"] = verdict["ray2_vs_plain"] >= verdict["target"]
-    print(f"\nray_build ({'quick' if args.quick else 'full'}): {n} documents x {args.instructions} instructions, "
-          f"model {Path(model).name}, blocks of {args.block}; {info['cpu_model']}, {cores} cores, "
-          f"load {load_start:.1f} at start")
-    print(table(results, plain["docs_per_s"]))
-    print(f"ray-2 steady / {plain['config']}: {verdict['ray2_vs_plain']:.2f}x (target >= 0.8: "
-          f"{'MET' if verdict['met'] else 'NOT MET'}); end to end, start-up included: "
-          f"{verdict['ray2_end_to_end_vs_plain']:.2f}x; against the faster of the two plain runs: "
-          f"{verdict['ray2_vs_best_plain']:.2f}x")
-    print(f"one actor / one thread in one process: {verdict['ray1_vs_plain_1t']:.2f}x; 2 actors / (2 x 1 actor): "
-          f"{verdict['scaling_efficiency']:.2f} (1.00 = linear)")
-    print(f"driver: {ray_2['driver_seconds']:.2f} s to store and record {n} documents (ray-2): it keeps up with "
-          f"{ray_2['driver_docs_per_s']:.0f} documents/s, {ray_2['driver_docs_per_s'] / ray_1['docs_per_s']:.0f} "
-          "actors of ray-1's speed")
-    if load_start > 0.5 * cores:
-        print(f"note: load average {load_start:.1f} on {cores} cores: other jobs shared these cores, so the "
-              "timings are noisy")
-    if not args.no_save:
-        name = args.out or ("ray_build_quick" if args.quick else "ray_build")
-        path = save_results(name, {"quick": args.quick, "settings": base | {"workdir": None}, "machine": info,
-                                   "results": results, "verdict": verdict})
-        png = RESULTS_DIR / f"{name}.png"
-        plot(results, png, f"Distributed build (Ray) vs one process, {n} docs x {args.instructions} instructions, "
-                           f"{Path(model).name}\n{info['cpu_model']}, {cores} cores, load {load_start:.1f}")
-        print(f"saved {path} and {png}")
+    payload = {"quick": args.quick, "settings": base | {"workdir": None}, "machine": info, "results": results,
+               "verdict": verdict}
+    harness.finish(args.out or ("ray_build_quick" if args.quick else "ray_build"), payload, summary,
+                   save=not args.no_save, figure=plot)
     return 0
 
 

@@ -13,16 +13,17 @@ same run.
    (texts/s), p50/p99 latency, failed requests, the mean batch the server formed (from its
    /metrics) and the server's peak memory (VmHWM).
 4. A sample of the served vectors is compared with the in-process ones (cosine).
+5. Memory: a second server with ``--runtime torch`` (how every server ran before ONNX Runtime
+   became the default on a CPU) answers the 1-client level's requests; its peak memory is set
+   beside the default server's.
 
-Target (printed as MET / NOT MET): with 32 clients, throughput >= 70 % of the in-process
-baseline and no failed request. Client and server share the machine's cores, as they would
+Targets: with 32 clients, throughput >= 70 % of the in-process baseline and no failed request;
+the default server's peak memory at most half of the PyTorch server's. Client and server share the machine's cores, as they would
 on one host; the server and the baseline use the same CPU threads (``--threads``, default the
 CLI's: one on a machine with at most two cores).
 
-    python benchmarks/serve_load.py --quick     # 48 requests per level
-    python benchmarks/serve_load.py             # 256 requests per level
-
-Results: ``benchmarks/results/serve_load.json`` and ``serve_load.png`` (``serve_load_quick.*``).
+    python -m benchmarks.serve_load --quick     # 48 requests per level
+    python -m benchmarks.serve_load             # 256 requests per level
 """
 
 from __future__ import annotations
@@ -30,36 +31,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common import (
-    RESULTS_DIR,
-    benchmark_parser,
-    cosine_rows,
-    machine_info,
-    news_texts,
-    peak_rss_bytes,
-    peak_rss_of,
-    save_figure,
-    save_results,
-    setup_logging,
-)
+from . import harness
+from .texts import news_texts
 
 logger = logging.getLogger("benchmarks.serve_load")
 
 INSTRUCTION = "What is the topic of this text?"
 LEVELS = (1, 8, 32)
 TARGET_FRACTION = 0.70
+MEMORY_TARGET = 0.5  # the default server's peak memory / a --runtime torch server's
 
 
 def baseline(encoder: Any, texts: list[str]) -> float:
@@ -70,9 +62,9 @@ def baseline(encoder: Any, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
-def start_server(model: str, threads: int | None, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, threads: int | None, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "inbedder_index.cli", *(["--threads", str(threads)] if threads else []),
-               "serve", "--model", model, "--port", "0"]
+               "serve", "--model", model, "--port", "0", *options]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -137,14 +129,9 @@ async def load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
     }
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(result: dict[str, Any]) -> Any:
     levels = result["levels"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = harness.pyplot().subplots(1, 2, figsize=(10, 4))
     bars = left.bar(range(len(levels)), [level["texts_per_s"] for level in levels], color="#3366cc")
     left.set_xticks(range(len(levels)), [str(level["clients"]) for level in levels])
     left.bar_label(bars, fmt="%.1f")
@@ -152,31 +139,57 @@ def plot(result: dict[str, Any], path: Path) -> None:
                  label="in-process batched encode")
     left.axhline(TARGET_FRACTION * result["baseline_texts_per_s"], color="red", linestyle=":", linewidth=1,
                  label=f"target: {TARGET_FRACTION:.0%} of it")
-    left.set_xlabel("concurrent clients")
-    left.set_ylabel("texts / s")
-    left.set_title("throughput")
+    left.set(xlabel="concurrent clients", ylabel="texts / s", title="throughput")
     left.legend(fontsize=8)
     x = [level["clients"] for level in levels]
     right.plot(x, [level["p50_ms"] for level in levels], marker="o", label="p50")
     right.plot(x, [level["p99_ms"] for level in levels], marker="o", label="p99")
     right.set_xscale("log", base=2)
     right.set_xticks(x, [str(v) for v in x])
-    right.set_xlabel("concurrent clients")
-    right.set_ylabel("latency (ms)")
-    right.set_title("latency per request")
+    right.set(xlabel="concurrent clients", ylabel="latency (ms)", title="latency per request")
     right.legend()
     fig.suptitle(f"inbedder-index serve, {result['model']}, single short texts")
-    save_figure(fig, path)
+    return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = benchmark_parser(__doc__)
+def summary(result: dict[str, Any]) -> list[str]:
+    base, top, info = result["baseline_texts_per_s"], result["levels"][-1], result["machine"]
+    rows = [(level["clients"], f"{level['texts_per_s']:.2f}", f"{level['texts_per_s'] / base:.0%}",
+             f"{level['p50_ms']:.0f}", f"{level['p99_ms']:.0f}", level["failed"], f"{level['mean_batch_requests'] or 0:.1f}",
+             f"{level['min_cosine_vs_in_process'] or 0:.6f}") for level in result["levels"]]
+    before, after = result["baseline_before_after"]
+    return [f"`{result['model']}`, {result['requests_per_level']} single-text requests per level "
+            f"(~{result['mean_words']:.0f} words), {result['threads']} thread(s) for the server and the baseline; "
+            f"load average {info['load_average_1m_end']:.1f} at the end. "
+            f"In-process batched encode: {base:.2f} texts/s (before {before:.2f}, after {after:.2f}).", "",
+            *harness.table(("clients", "texts/s", "of in-process", "p50 ms", "p99 ms", "failed", "mean batch",
+                            "min cosine to in-process"), rows), "",
+            f"- server peak memory {result['server_peak_rss_mib'] or 0:,.0f} MiB; the benchmark's process (model and "
+            f"clients) {result['benchmark_peak_rss_mib']:,.0f} MiB",
+            f"- target: {top['clients']} clients >= {result['target_fraction']:.0%} of in-process throughput, none "
+            f"failed: {result['fraction_at_32']:.0%}, {top['failed']} failed, {harness.verdict(result['met'])}",
+            *memory_lines(result)]
+
+
+def memory_lines(result: dict[str, Any]) -> list[str]:
+    """The memory target's line (results from before ONNX Runtime was the default have none)."""
+    torch_peak = result.get("torch_server_peak_rss_mib")
+    if not torch_peak or not result.get("server_peak_rss_mib"):
+        return []
+    ratio = result["server_peak_rss_mib"] / torch_peak
+    met = ratio <= MEMORY_TARGET
+    return [f"- target: server peak memory <= {MEMORY_TARGET:.0%} of a `--runtime torch` server's: "
+            f"{result['server_peak_rss_mib']:,.0f} MiB vs {torch_peak:,.0f} MiB = {ratio:.0%}, {harness.verdict(met)}"
+            + ("" if met else f" (over by {ratio - MEMORY_TARGET:.0%} of the PyTorch server's)")]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--model", default=None, help="model to serve (default: the default model)")
     parser.add_argument("--requests", type=int, default=None, help="requests per level (default 256; --quick: 48)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of the server and of the in-process baseline alike (default: the CLI's)")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args = harness.parse(parser, argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from inbedder_index import DEFAULT_MODEL, InBedder
     from inbedder_index.threads import default_threads, set_threads
@@ -185,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or default_threads()
     set_threads(threads)  # the baseline runs with the threads the server gets
     texts = news_texts(args.requests or (48 if args.quick else 256), seed=args.seed, words=(8, 20))
-    name = "serve_load_quick" if args.quick else "serve_load"
-    load_start = os.getloadavg()[0]
+    load_start = harness.load_average()
     encoder = InBedder(model)
     before = baseline(encoder, texts)
     logger.info("in-process batched encode: %.1f texts/s", before)
@@ -199,49 +211,39 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%d clients: %.1f texts/s, p99 %.0f ms, %d failed", clients, level["texts_per_s"],
                         level["p99_ms"] or 0, level["failed"])
             levels.append(level)
-        server_peak = peak_rss_of(process.pid)
+        server_peak = harness.peak_rss_of(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=60)
+    torch_server, torch_url = start_server(model, threads, log, "--runtime", "torch")
+    try:
+        asyncio.run(load(torch_url, texts, LEVELS[0]))
+        torch_peak = harness.peak_rss_of(torch_server.pid)
+    finally:
+        torch_server.terminate()
+        torch_server.wait(timeout=60)
         log.unlink(missing_ok=True)
     after = baseline(encoder, texts)
     reference = encoder.encode(texts, INSTRUCTION, show_progress_bar=False)
     for level in levels:
         served = level.pop("vectors")
         rows = sorted(served)
-        level["min_cosine_vs_in_process"] = float(cosine_rows(np.stack([served[r] for r in rows]),
-                                                              reference[rows]).min()) if rows else None
+        level["min_cosine_vs_in_process"] = float(harness.cosine_rows(np.stack([served[r] for r in rows]),
+                                                                      reference[rows]).min()) if rows else None
     base = (before + after) / 2
     top = levels[-1]
-    met = top["texts_per_s"] >= TARGET_FRACTION * base and top["failed"] == 0
-    info = machine_info("cpu")
-    info["load_average_1m_start"] = load_start
-    info["load_average_1m_end"] = os.getloadavg()[0]
+    info = harness.machine_info("cpu")
+    info.update(load_average_1m_start=load_start, load_average_1m_end=harness.load_average())
     result = {"model": model, "instruction": INSTRUCTION, "requests_per_level": len(texts), "threads": threads,
               "mean_words": statistics.mean(len(t.split()) for t in texts),
               "baseline_texts_per_s": base, "baseline_before_after": [before, after], "levels": levels,
               "server_peak_rss_mib": server_peak / 2**20 if server_peak else None,
-              "benchmark_peak_rss_mib": peak_rss_bytes() / 2**20, "target_fraction": TARGET_FRACTION,
-              "fraction_at_32": top["texts_per_s"] / base, "met": met, "machine": info}
-
-    print(f"\nserve_load ({'quick' if args.quick else 'full'}): {model}, {len(texts)} single-text requests per level "
-          f"(~{result['mean_words']:.0f} words); {info['cpu_model']}, {info['usable_cores']} cores, "
-          f"load {load_start:.1f} at start, {info['load_average_1m_end']:.1f} at end")
-    print(f"in-process batched encode (batch 32, {info['torch_threads']} thread(s) like the server): {base:.1f} "
-          f"texts/s (before {before:.1f}, after {after:.1f})")
-    print(f"{'clients':>7} {'texts/s':>8} {'vs in-process':>13} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} "
-          f"{'mean batch':>10} {'min cosine':>10}")
-    for level in levels:
-        print(f"{level['clients']:>7} {level['texts_per_s']:>8.1f} {level['texts_per_s'] / base:>12.0%} "
-              f"{level['p50_ms']:>7.0f} {level['p99_ms']:>7.0f} {level['failed']:>6} "
-              f"{level['mean_batch_requests'] or 0:>10.1f} {level['min_cosine_vs_in_process'] or 0:>10.6f}")
-    print(f"server peak memory {result['server_peak_rss_mib'] or 0:.0f} MiB; this process (model + clients) "
-          f"{result['benchmark_peak_rss_mib']:.0f} MiB")
-    print(f"32 clients: {result['fraction_at_32']:.0%} of in-process throughput, {top['failed']} failed; "
-          f"target >= {TARGET_FRACTION:.0%} and none failed: {'MET' if met else 'NOT MET'}")
-    if not args.no_save:
-        save_results(name, result)
-        plot(result, RESULTS_DIR / f"{name}.png")
+              "torch_server_peak_rss_mib": torch_peak / 2**20 if torch_peak else None,
+              "benchmark_peak_rss_mib": harness.peak_rss_bytes() / 2**20, "target_fraction": TARGET_FRACTION,
+              "fraction_at_32": top["texts_per_s"] / base,
+              "met": top["texts_per_s"] >= TARGET_FRACTION * base and top["failed"] == 0, "machine": info}
+    harness.finish("serve_load_quick" if args.quick else "serve_load", result, summary, save=not args.no_save,
+                   figure=plot)
     return 0
 
 

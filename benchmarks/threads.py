@@ -1,40 +1,53 @@
-"""Encode and FAISS search with 1 and 2 threads, interleaved in one run (issue: thread defaults).
-
-    python benchmarks/threads.py [--texts 64] [--rounds 5] [--vectors 100000]
+"""Encode and FAISS search with 1 and 2 threads, interleaved in one run (the thread defaults).
 
 Each round times one encode of the same texts and a fixed batch of FAISS flat queries under
 each thread count in turn, so background load hits every setting alike; medians are reported.
+
+    python -m benchmarks.threads [--texts 64] [--rounds 5] [--vectors 100000]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from common import add_common_args, machine_info, mixed_texts, save_results, setup_logging, summarise, time_call
+from . import harness
+from .texts import mixed_texts
 
 logger = logging.getLogger("benchmarks.threads")
 SETTINGS = (1, 2)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def summary(payload: dict[str, Any]) -> list[str]:
+    results = payload["results"]
+    counts = list(next(iter(results.values())))
+    return [f"{payload['texts']} mixed texts encoded with the default model; {payload['queries']} FAISS flat "
+            f"queries over {payload['vectors']:,} vectors; medians of {payload['rounds']} interleaved rounds.", "",
+            *harness.table(("task", *(f"{n} thread(s), ms per item" for n in counts)),
+                           [(task, *(f"{by_threads[n]['per_item_ms']:.2f}" for n in counts))
+                            for task, by_threads in results.items()])]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    add_common_args(parser)
-    args = parser.parse_args()
-    setup_logging(args.verbose)
-
+    args = harness.parse(parser, argv)
     import faiss
 
     from inbedder_index import InBedder
     from inbedder_index.threads import set_threads
 
-    encoder = InBedder()
+    encoders = {}
+    for threads in SETTINGS:  # ONNX Runtime (the default on a CPU) fixes its threads when a model's session opens
+        set_threads(threads)
+        encoders[threads] = InBedder()
+    encoder = encoders[SETTINGS[0]]
     texts = mixed_texts(args.texts, seed=1)
     instruction = "What is the topic of this text?"
     rng = np.random.default_rng(0)
@@ -43,32 +56,29 @@ def main() -> None:
     index = faiss.IndexFlatIP(encoder.dim)
     index.add(data)
     queries = data[rng.choice(args.vectors, args.queries, replace=False)]
-
     timings: dict[str, dict[int, list[float]]] = {"encode": {n: [] for n in SETTINGS},
                                                   "faiss_search": {n: [] for n in SETTINGS}}
-    encoder.encode(texts[:4], instruction)  # warm-up
+    for warm in encoders.values():
+        warm.encode(texts[:4], instruction)
     for round_ in range(args.rounds):
         for threads in SETTINGS:
             set_threads(threads)
-            seconds, _ = time_call(lambda: encoder.encode(texts, instruction))
+            seconds, _ = harness.time_call(lambda: encoders[threads].encode(texts, instruction))
             timings["encode"][threads].append(seconds)
-            seconds, _ = time_call(lambda: [index.search(q[None], 10) for q in queries])
+            seconds, _ = harness.time_call(lambda: [index.search(q[None], 10) for q in queries])
             timings["faiss_search"][threads].append(seconds)
         logger.info("round %d done", round_ + 1)
     results = {
-        task: {str(n): {**summarise(values), "per_item_ms": 1000 * float(np.median(values)) /
+        task: {str(n): {**harness.summarise(values), "per_item_ms": 1000 * float(np.median(values)) /
                         (len(texts) if task == "encode" else args.queries)}
                for n, values in by_threads.items()}
         for task, by_threads in timings.items()
     }
-    payload = {"machine": machine_info(), "texts": len(texts), "vectors": args.vectors, "queries": args.queries,
+    payload = {"machine": harness.machine_info(), "texts": len(texts), "vectors": args.vectors, "queries": args.queries,
                "rounds": args.rounds, "results": results}
-    path = save_results("threads", payload)
-    for task, by_threads in results.items():
-        line = "  ".join(f"{n} thread(s): {r['per_item_ms']:.2f} ms/item" for n, r in by_threads.items())
-        print(f"{task:13s} {line}")
-    print(f"saved {path}")
+    harness.finish("threads", payload, summary, save=not args.no_save)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

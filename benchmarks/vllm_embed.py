@@ -1,4 +1,4 @@
-"""vLLM's pooling runner (task embed, last-token pooling) on the prompts ``latency.py --gpu-large`` times.
+"""vLLM's pooling runner (task embed, last-token pooling) on the prompts ``benchmarks.latency --gpu-large`` times.
 
 What a GPU user would pick instead of ``InBedder.encode``: the same OPT-1.3b-sized random model
 (``latency.build_large``, bf16, saved once as a model folder), the same short and long texts,
@@ -7,49 +7,46 @@ as token prompts, so vLLM sees exactly the tokens InBedder runs). Reported: text
 (best of ``--rounds`` after a warm-up), and the cosine of vLLM's vectors to InBedder's.
 
 Needs vLLM (``pip install vllm``, with its own torch) and a GPU; without either it records why
-and exits 0. ``benchmarks/gpu_run.sh`` runs it after ``latency.py --gpu-large``.
-
-Results: ``benchmarks/results/vllm_embed.json``.
+and exits 0. ``benchmarks/gpu_run.sh`` runs it after ``python -m benchmarks.latency --gpu-large``.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import logging
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
-import torch
+from . import harness
+from .latency import INSTRUCTIONS, build_large
+from .texts import news_texts, patent_texts
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import add_common_args, cosine_rows, machine_info, news_texts, patent_texts, save_results, setup_logging  # noqa: E402
-from latency import INSTRUCTIONS, build_large  # noqa: E402
-
-logger = logging.getLogger("benchmarks.vllm_embed")
+def summary(payload: dict[str, Any]) -> list[str]:
+    if payload.get("skipped"):
+        return [f"Skipped: {payload['skipped']}."]
+    return harness.table(("texts", "texts/s", "tokens/s", "min cosine to InBedder"), [
+        (name, f"{payload[name]['texts_per_s']:.1f}", f"{payload[name]['tokens_per_s']:.0f}",
+         f"{payload[name]['min_cosine_to_inbedder']:.4f}") for name in ("short", "long") if name in payload])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--n-short", type=int, default=64)
     parser.add_argument("--n-long", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args = harness.parse(parser, argv)
+    import torch
+
     skipped = None
     if not torch.cuda.is_available():
         skipped = "no GPU (torch.cuda.is_available() is False)"
     elif importlib.util.find_spec("vllm") is None:
         skipped = "vLLM is not installed (pip install vllm, or carry its wheels: benchmarks/gpu_run.sh)"
-    result: dict = {"skipped": skipped, "machine": machine_info("cuda" if torch.cuda.is_available() else "cpu")}
+    result: dict = {"skipped": skipped, "machine": harness.machine_info("cuda" if torch.cuda.is_available() else "cpu")}
     if skipped is None:
         from vllm import LLM
 
@@ -71,16 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     best = min(best, time.perf_counter() - start)
                 vectors = torch.tensor([o.outputs.embedding for o in outputs]).numpy()
                 ours = enc.encode(texts, INSTRUCTIONS[0], show_progress_bar=False)
-                cosines = cosine_rows(vectors, ours)
+                cosines = harness.cosine_rows(vectors, ours)
                 result[name] = {"n_texts": len(texts), "prompt_tokens": tokens, "best_s": best,
                                 "texts_per_s": len(texts) / best, "tokens_per_s": tokens / best,
                                 "min_cosine_to_inbedder": float(cosines.min())}
-                print(f"vLLM embed, {name}: {len(texts) / best:.1f} texts/s, {tokens / best:.0f} tokens/s, "
-                      f"min cosine to InBedder {cosines.min():.4f}")
-    else:
-        print(f"vllm_embed skipped: {skipped}")
-    if not args.no_save:
-        save_results("vllm_embed", result)
+    harness.finish("vllm_embed", result, summary, save=not args.no_save)
     return 0
 
 

@@ -20,18 +20,21 @@ from .prompt import TEMPLATE, format_prompt
 
 if TYPE_CHECKING:
     from .cache import EmbeddingCache
+    from .embedder import Embedder, connect
     from .encoder import InBedder
     from .index import InstructionIndex
 
 __all__ = [
     "DEFAULT_MODEL",
     "TEMPLATE",
+    "Embedder",
     "EmbeddingCache",
     "InBedder",
     "InBedderError",
     "InstructionIndex",
     "ModelNotAvailableError",
     "ModelSpec",
+    "connect",
     "format_prompt",
     "list_supported_models",
 ]
@@ -39,7 +42,8 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_LAZY = {"EmbeddingCache": ".cache", "InBedder": ".encoder", "InstructionIndex": ".index"}
+_LAZY = {"EmbeddingCache": ".cache", "Embedder": ".embedder", "InBedder": ".encoder", "InstructionIndex": ".index",
+         "connect": ".embedder"}
 
 
 def __getattr__(name: str) -> Any:

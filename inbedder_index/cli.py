@@ -49,7 +49,7 @@ def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
     kwargs: dict[str, Any] = {}
     if getattr(args, "max_length", None) is not None:
         kwargs["max_length"] = args.max_length
-    for option in ("runtime", "quantize"):  # the encoder's forward pass (README: The encoder)
+    for option in ("runtime", "quantize"):  # the encoder's forward pass (docs/encoder-and-models.md)
         if getattr(args, option, None) is not None:
             kwargs[option] = getattr(args, option)
     return InstructionIndex.open(
@@ -96,17 +96,75 @@ def cmd_add(args: argparse.Namespace) -> None:
     _emit(args, {"encoded": added, **stats}, f"{len(documents)} documents stored, {len(added)} encoded")
 
 
-def cmd_search(args: argparse.Namespace) -> None:
-    filters = {}
-    for item in args.filter or []:
+def _pairs(args: argparse.Namespace, option: str, shape: str) -> list[tuple[str, str]]:
+    """The ``KEY=VALUE`` items of a repeatable option, split at the first ``=``."""
+    pairs = []
+    for item in getattr(args, option.lstrip("-").replace("-", "_")) or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise InputFileError(f"--filter {item!r} is not FIELD=VALUE")
-        filters[key] = _filter_value(value)
+        if not sep or not key.strip():
+            raise InputFileError(f"{option} {item!r} is not {shape}")
+        pairs.append((key, value))
+    return pairs
+
+
+def _filter(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--filter FIELD=VALUE`` and ``--answer "INSTRUCTION=a,b"`` as one filter (see ``inbedder_index.search``)."""
+    filters: dict[str, Any] = {key: _filter_value(value) for key, value in _pairs(args, "--filter", "FIELD=VALUE")}
+    answers: dict[str, list[str]] = {}
+    for instruction, listed in _pairs(args, "--answer", "INSTRUCTION=ANSWER[,ANSWER...]"):
+        answers.setdefault(instruction, []).extend(answer.strip() for answer in listed.split(","))
+    if answers:
+        filters["$answer"] = answers
+    return filters or None
+
+
+def _queries(args: argparse.Namespace) -> dict[str, str]:
+    """The query under each instruction: QUERY under every --instruction, and each --query-under."""
+    if (args.query is None) != (not args.instruction):
+        raise InputFileError("give QUERY together with --instruction (repeatable: the same text under each), "
+                             "and/or --query-under INSTRUCTION=QUERY for each instruction")
+    queries = dict.fromkeys(args.instruction or [], args.query)
+    queries.update(_pairs(args, "--query-under", "INSTRUCTION=QUERY"))
+    if not queries:
+        raise InputFileError("nothing to search for: give QUERY --instruction INSTRUCTION, or --query-under "
+                             "INSTRUCTION=QUERY (repeatable)")
+    return queries
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    queries = _queries(args)
+    weights = {key: _number(f"--weight {key}={value}", value) for key, value in
+               _pairs(args, "--weight", "INSTRUCTION=WEIGHT")} or None
+    filters = _filter(args)
     with _open(args, read_only=True) as index:
-        hits = index.search(args.query, args.instruction, k=args.k, filter=filters or None)
-    rows = [(h.id, f"{h.score:.4f}", h.answer or "", _short(h.text)) for h in hits]
-    _emit(args, [h.__dict__ for h in hits], _table(rows, ["id", "score", "answer", "text"]) if hits else "no hits")
+        if len(queries) == 1 and weights is None:
+            [(instruction, query)] = queries.items()
+            hits = index.search(query, instruction, k=args.k, filter=filters)
+        else:
+            hits = index.search_combined(queries, k=args.k, weights=weights, filter=filters)
+    if len(queries) == 1:
+        rows = [(h.id, f"{h.score:.4f}", h.answer or "", _short(h.text)) for h in hits]
+        headers = ["id", "score", "answer", "text"]
+    else:
+        rows = [(h.id, f"{h.score:.4f}", *(f"{h.answers[i] or ''} ({h.scores[i]:.3f})" for i in queries),
+                 _short(h.text, 50)) for h in hits]
+        headers = ["id", "score", *(_short(i, 30) for i in queries), "text"]
+    _emit(args, [h.__dict__ for h in hits], _table(rows, headers) if hits else "no hits")
+
+
+def cmd_facets(args: argparse.Namespace) -> None:
+    filters = _filter(args)
+    with _open(args, read_only=True) as index:
+        facets = index.facets(args.instruction, k=args.k, filter=filters)
+    payload = {"instruction": args.instruction, "facets": [{"answer": a, "count": n} for a, n in facets]}
+    _emit(args, payload, _table(facets, ["answer", "documents"]) if facets else "no answers")
+
+
+def _number(option: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise InputFileError(f"{option}: {value!r} is not a number") from None
 
 
 def _filter_value(value: str) -> Any:
@@ -145,6 +203,22 @@ def cmd_info(args: argparse.Namespace) -> None:
         *(f"warning     {c['instruction']!r}: {c['problem']}" for c in stats["collections"] if c["problem"]),
     ])
     _emit(args, stats, human)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from .migration import migrate_index
+
+    report = migrate_index(args.index, args.target, backend=args.backend, qdrant_url=args.qdrant_url,
+                           qdrant_api_key=args.qdrant_api_key, source_qdrant_api_key=args.source_qdrant_api_key,
+                           legacy_qdrant=args.legacy_qdrant, hnsw=args.hnsw or None)
+    where = f"the Qdrant server {report.qdrant_url}" if report.qdrant_url else report.backend
+    human = "\n".join([
+        f"{report.documents} documents and {sum(report.copied.values())} vectors under {len(report.copied)} "
+        f"instruction(s) copied from {report.source} to {report.target} ({where})",
+        *(f"warning     {instruction!r}: {count} documents have no up-to-date vector; the next write or "
+          f"`inbedder-index build` finishes them" for instruction, count in report.pending.items() if count),
+    ])
+    _emit(args, report.__dict__, human)
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
@@ -187,10 +261,23 @@ def cmd_train(args: argparse.Namespace) -> None:
         base_model=args.base, data=args.data, output_dir=args.output, method=args.method, lora_rank=args.lora_rank,
         learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
         seed=args.seed, contrastive_weight=args.contrastive_weight, max_seconds=args.max_seconds,
-        exclude_aspects=args.exclude_aspects,
+        exclude_aspects=args.exclude_aspects, contrastive_every=args.contrastive_every,
+        contrastive_batch_size=args.contrastive_batch_size, hard_negatives=args.hard_negatives,
+        num_threads=args.threads, checkpoint_seconds=args.checkpoint_seconds, resume=args.resume,
     )
     folder = train(config)
     _emit(args, {"output": str(folder)}, f"saved to {folder}; load it with InBedder({str(folder)!r})")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .encoder import InBedder
+    from .models import DEFAULT_MODEL
+
+    encoder = InBedder(args.model or DEFAULT_MODEL, runtime="onnx", quantize=args.quantize)
+    entry = encoder.runtime.entry  # type: ignore[attr-defined]
+    _emit(args, {"model": encoder.model_id, "fingerprint": encoder.fingerprint, "graph": str(entry)},
+          f"{encoder.model_id} runs from {entry} (fingerprint {encoder.fingerprint}); on a CPU, encoding, search "
+          "and serving now load neither PyTorch nor transformers")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -200,18 +287,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
         api_key=args.api_key or os.environ.get("INBEDDER_INDEX_API_KEY") or None,
         default_instruction=args.instruction, read_only=args.read_only, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_inputs=args.max_inputs,
-        max_request_bytes=args.max_request_bytes,
+        max_request_bytes=args.max_request_bytes, max_input_chars=args.max_input_chars,
+        max_request_chars=args.max_request_chars, ui=not args.no_ui,
     )
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("listening on %s without an API key: anyone who reaches this port can use it "
                        "(set --api-key or INBEDDER_INDEX_API_KEY)", args.host)
-    kwargs = {"max_length": args.max_length} if args.max_length is not None else {}
+    kwargs = {key: getattr(args, key) for key in ("max_length", "runtime", "quantize") if getattr(args, key) is not None}
     service = Service.open(args.index, model=args.model, settings=settings, **kwargs)
 
     def ready(url: str) -> None:
         names = ", ".join(service.indexes) or "no indexes"
-        print(f"serving {service.encoder.model_id} and {names} on {url}{' (read-only)' if args.read_only else ''}; "
-              "Ctrl-C stops", file=sys.stderr, flush=True)
+        page = f"; the explorer page is {url}/ui/" if settings.ui else ""
+        print(f"serving {service.encoder.model_id} and {names} on {url}{' (read-only)' if args.read_only else ''}"
+              f"{page}; Ctrl-C stops", file=sys.stderr, flush=True)
 
     try:
         run(service, host=args.host, port=args.port, verbose=args.verbose, on_ready=ready)
@@ -231,9 +320,21 @@ def _index_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     if model:
         parser.add_argument("--model", help="model name, hub id or folder (default: the index's model)")
         parser.add_argument("--max-length", type=int, help="token limit of a prompt (default 512)")
-        parser.add_argument("--runtime", choices=["torch", "onnx"], help="forward pass: PyTorch (default) or ONNX Runtime (CPU)")
-        parser.add_argument("--quantize", choices=["int8"], help="with --runtime onnx: int8 weights (other vectors, "
-                                                                "so an index built without it refuses it)")
+        _runtime_arguments(parser)
+
+
+def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=["torch", "onnx"],
+                        help="forward pass: ONNX Runtime (the default on a CPU) or PyTorch (the default on a GPU)")
+    parser.add_argument("--quantize", choices=["int8"], help="with ONNX Runtime: int8 weights (other vectors, "
+                                                            "so an index built without it refuses it)")
+
+
+def _filter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--filter", action="append", metavar="FIELD=VALUE", help="metadata filter (repeatable)")
+    parser.add_argument("--answer", action="append", metavar="INSTRUCTION=ANSWER[,ANSWER...]",
+                        help="keep documents whose stored answer under INSTRUCTION is one of these (compared without "
+                             "case, extra spaces or trailing punctuation; repeatable)")
 
 
 def _input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,13 +370,26 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--upsert", action="store_true", help="replace documents whose id exists")
     add.set_defaults(run=cmd_add)
 
-    search = commands.add_parser("search", help="search under an instruction")
+    search = commands.add_parser("search", help="search under an instruction, or several at once (combined)")
     _index_arguments(search)
-    search.add_argument("query")
-    search.add_argument("--instruction", required=True)
+    search.add_argument("query", nargs="?", help="the query, embedded under each --instruction")
+    search.add_argument("--instruction", action="append",
+                        help="an instruction to search under (repeatable: one score per instruction, summed)")
+    search.add_argument("--query-under", action="append", metavar="INSTRUCTION=QUERY",
+                        help="a query under its own instruction (repeatable), e.g. "
+                             "--query-under 'How does the customer feel?=angry'; split at the first '='")
+    search.add_argument("--weight", action="append", metavar="INSTRUCTION=WEIGHT",
+                        help="an instruction's weight in a combined search (repeatable; default 1 each)")
     search.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
-    search.add_argument("--filter", action="append", metavar="FIELD=VALUE", help="metadata filter (repeatable)")
+    _filter_arguments(search)
     search.set_defaults(run=cmd_search)
+
+    facets = commands.add_parser("facets", help="the most frequent answers under an instruction, with counts")
+    _index_arguments(facets)
+    facets.add_argument("--instruction", required=True)
+    facets.add_argument("-k", "--k", type=int, default=20, help="number of answers (default 20)")
+    _filter_arguments(facets)
+    facets.set_defaults(run=cmd_facets)
 
     listing = commands.add_parser("list", help="list the instructions of an index")
     _index_arguments(listing, model=False)
@@ -289,6 +403,21 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show what an index holds")
     _index_arguments(info, model=False)
     info.set_defaults(run=cmd_info)
+
+    migrate = commands.add_parser("migrate", help="copy an index into a new folder on another backend "
+                                                  "(FAISS, embedded Qdrant, a Qdrant server)")
+    migrate.add_argument("index", help="the index folder to copy (never changed)")
+    migrate.add_argument("target", help="the new index folder (rerun to finish an interrupted migration)")
+    migrate.add_argument("--json", action="store_true", help="print JSON")
+    migrate.add_argument("--backend", choices=["faiss", "qdrant"], help="the target's backend (default: the source's)")
+    migrate.add_argument("--qdrant-url", help="the target's Qdrant server (default: embedded Qdrant in the folder)")
+    migrate.add_argument("--qdrant-api-key", help="API key of the target's Qdrant server")
+    migrate.add_argument("--source-qdrant-api-key", help="API key of the source's Qdrant server")
+    migrate.add_argument("--hnsw", action="store_true", help="approximate HNSW FAISS collections (default: the source's)")
+    migrate.add_argument("--legacy-qdrant", action="store_true",
+                         help="the source is kept in qdrant-client's old local storage, which unpickles its data "
+                              "(only for folders you trust)")
+    migrate.set_defaults(run=cmd_migrate)
 
     cluster = commands.add_parser("cluster", help="k-means under one instruction, clusters summarised")
     _index_arguments(cluster, model=False)
@@ -323,27 +452,49 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--contrastive-weight", type=float, default=0.0,
                           help="weight of the answer-agreement contrastive objective (0: plain InBedder)")
+    training.add_argument("--contrastive-every", type=int, default=1, metavar="N",
+                          help="a contrastive batch on every N-th optimiser step (its cost is a second forward pass)")
+    training.add_argument("--contrastive-batch-size", type=int, default=16)
+    training.add_argument("--hard-negatives", type=float, default=0.5, metavar="SHARE",
+                          help="share of contrastive negatives that agree with a positive on another aspect")
+    training.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    training.add_argument("--checkpoint-seconds", type=float, default=300.0,
+                          help="write a resumable checkpoint into OUTPUT/checkpoint this often")
+    training.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     training.add_argument("--max-seconds", type=float, help="stop (and save) after this long")
     training.add_argument("--exclude-aspects", type=lambda v: [a.strip() for a in v.split(",") if a.strip()], default=[],
                           metavar="A,B", help="leave out records whose aspect is listed (leave-aspects-out training)")
     training.add_argument("--json", action="store_true", help="print JSON")
     training.set_defaults(run=cmd_train)
 
+    exporting = commands.add_parser("export", help="export a model to ONNX ahead of time (once per model: later "
+                                                   "loads on a CPU need neither PyTorch nor transformers)")
+    exporting.add_argument("model", nargs="?", help="model name, hub id or folder (default: the default model)")
+    exporting.add_argument("--quantize", choices=["int8"], help="also make its int8 graph (other vectors)")
+    exporting.add_argument("--json", action="store_true", help="print JSON")
+    exporting.set_defaults(run=cmd_export)
+
     serve = commands.add_parser("serve", help="serve the model and indexes over HTTP (OpenAI-compatible embeddings)")
     serve.add_argument("index", nargs="*", help="index folders to serve (PATH or NAME=PATH; default name: the folder's)")
     serve.add_argument("--model", help="model name, hub id or folder (default: the first index's, else the default)")
     serve.add_argument("--max-length", type=int, help="token limit of a prompt (default: the index's, else 512)")
+    _runtime_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $INBEDDER_INDEX_API_KEY, "
                                          "which, unlike an argument, other users cannot read in the process list)")
     serve.add_argument("--read-only", action="store_true", help="serve search only (no writer lock, no writes)")
+    serve.add_argument("--no-ui", action="store_true", help="do not serve the explorer page at /ui/ (the API alone)")
     serve.add_argument("--instruction", help="default instruction of requests that name none")
     serve.add_argument("--max-batch", type=int, default=64, help="texts per encode batch (default 64)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
     serve.add_argument("--max-queue", type=int, default=4096, help="texts waiting before 503s (default 4096)")
     serve.add_argument("--max-inputs", type=int, default=2048, help="texts or documents per request (default 2048)")
     serve.add_argument("--max-request-bytes", type=int, default=8 * 2**20, help="request body limit (default 8 MiB)")
+    serve.add_argument("--max-input-chars", type=int, default=32_768,
+                       help="characters of one text, query or document (default 32768)")
+    serve.add_argument("--max-request-chars", type=int, default=2**20,
+                       help="characters of all the texts of one request (default 1048576)")
     serve.set_defaults(run=cmd_serve)
 
     for sub in commands.choices.values():  # -v also after the subcommand

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends.base import import_optional
+from ._util import import_optional
 
 if TYPE_CHECKING:
+    from .corpus import Document
     from .index import InstructionIndex
 
 _WORD = re.compile(r"[a-z][a-z'-]{2,}")
@@ -62,22 +64,19 @@ def top_words(texts: list[str], background: Counter[str], total: int, n: int = 6
     return [w for w, _ in sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:n]]
 
 
-def cluster_index(index: InstructionIndex, instruction: str, k: int, *, seed: int = 0, examples: int = 3) -> tuple[
-    ClusterReport, np.ndarray, np.ndarray
-]:
-    """K-means (fixed seed) over ``instruction``'s vectors. Returns the report, the vectors and their labels."""
+def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
+    """Each row's cluster (0..k-1): k-means with a fixed seed, so a report is reproducible."""
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
+    if len(vectors) < k:
+        raise ValueError(f"cannot make {k} clusters from {len(vectors)} documents; lower k")
     sklearn_cluster = import_optional("sklearn.cluster", "eval")
-    docs, chunks = [], []
-    for batch, vectors in index.vectors(instruction):
-        docs.extend(batch)
-        chunks.append(vectors)
-    if len(docs) < k:
-        raise ValueError(f"cannot make {k} clusters from {len(docs)} documents; lower k")
-    vectors = np.concatenate(chunks)
-    labels = sklearn_cluster.KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
-    answers = index.answers(instruction, [d.id for d in docs])
+    return sklearn_cluster.KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
+
+
+def summarise(docs: Sequence[Document], labels: np.ndarray, answers: Mapping[str, str], k: int, *,
+              examples: int = 3) -> list[Cluster]:
+    """Each cluster's size, most frequent answers, over-represented words and examples, largest first."""
     background = Counter(w for d in docs for w in set(_words(d.text)))
     clusters = []
     for label in range(k):
@@ -92,6 +91,33 @@ def cluster_index(index: InstructionIndex, instruction: str, k: int, *, seed: in
             ids=[d.id for d in members],
         ))
     clusters.sort(key=lambda c: -c.size)
+    return clusters
+
+
+def cluster_name(cluster: Cluster) -> str:
+    """A short name for a cluster: its most frequent answer, else its two most telling words."""
+    return cluster.top_answers[0][0] if cluster.top_answers else ", ".join(cluster.top_words[:2])
+
+
+def project_2d(vectors: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` coordinates: the vectors on their first two principal components (PCA by SVD)."""
+    centred = vectors - vectors.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    return np.pad(points, ((0, 0), (0, 2 - points.shape[1])))  # fewer than 2 components: zeros
+
+
+def cluster_index(index: InstructionIndex, instruction: str, k: int, *, seed: int = 0, examples: int = 3) -> tuple[
+    ClusterReport, np.ndarray, np.ndarray
+]:
+    """K-means (fixed seed) over ``instruction``'s vectors. Returns the report, the vectors and their labels."""
+    docs, chunks = [], []
+    for batch, vectors in index.vectors(instruction):
+        docs.extend(batch)
+        chunks.append(vectors)
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+    labels = kmeans(vectors, k, seed=seed)
+    clusters = summarise(docs, labels, index.answers(instruction, [d.id for d in docs]), k, examples=examples)
     return ClusterReport(instruction, k, seed, clusters), vectors, labels
 
 
@@ -103,11 +129,9 @@ def plot_clusters(vectors: np.ndarray, labels: np.ndarray, report: ClusterReport
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    centred = vectors - vectors.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    points = centred @ components[:2].T
+    points = project_2d(vectors)
     figure, axes = plt.subplots(figsize=(7, 5.5))
-    names = {c.label: (c.top_answers[0][0] if c.top_answers else ", ".join(c.top_words[:2])) for c in report.clusters}
+    names = {c.label: cluster_name(c) for c in report.clusters}
     for label in sorted(set(labels.tolist())):
         chosen = labels == label
         axes.scatter(points[chosen, 0], points[chosen, 1], s=18, label=f"{label}: {names[label]}"[:40])

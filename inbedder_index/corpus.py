@@ -21,15 +21,17 @@ import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .backends.base import chunked, validate_filter, validate_ids
+from ._util import chunked, validate_ids
+from .backends.base import validate_filter
 from .errors import CorpusError
+from .limits import check_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,31 @@ class Document:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
+DocumentLike = Document | Mapping[str, Any] | tuple[str, str]
+"""What the index's writes accept for a document."""
+
+
+def as_document(item: DocumentLike, position: int) -> Document:
+    """A ``Document`` from a Document, a ``{"id", "text", "metadata"}`` mapping or an ``(id, text)`` pair."""
+    if isinstance(item, Document):
+        return item
+    if isinstance(item, Mapping):
+        missing = [key for key in ("id", "text") if key not in item]
+        if missing:
+            raise ValueError(f"document {position} has no {' or '.join(missing)!r} field")
+        return Document(item["id"], item["text"], dict(item.get("metadata") or {}))
+    if isinstance(item, tuple) and len(item) == 2:
+        return Document(item[0], item[1])
+    raise TypeError(f"document {position} is a {type(item).__name__}; give a Document, a mapping or an (id, text) pair")
+
+
+def as_documents(docs: Iterable[DocumentLike]) -> list[Document]:
+    """``as_document`` for each of a list; a single document (or string) is refused, not iterated."""
+    if isinstance(docs, (str, bytes, Mapping, Document)):
+        raise TypeError(f"give a list of documents, not a single {type(docs).__name__}")
+    return [as_document(item, position) for position, item in enumerate(docs)]
+
+
 def _read_only_fs(folder: Path) -> bool:
     try:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
@@ -107,9 +134,7 @@ def _row(position: int, doc: Any) -> tuple[str, str, str, str]:
         raise TypeError(f"{where}: text must be a str, got {type(doc.text).__name__}")
     if not isinstance(doc.metadata, dict):
         raise TypeError(f"{where}: metadata must be a dict, got {type(doc.metadata).__name__}")
-    bad_keys = [key for key in doc.metadata if not isinstance(key, str)]
-    if bad_keys:
-        raise TypeError(f"{where}: metadata keys must be str, got {bad_keys[0]!r}")
+    check_metadata(where, doc.metadata)  # storable, filterable and returnable on every backend
     try:
         metadata = json.dumps(doc.metadata, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -458,6 +483,25 @@ class Corpus:
                 )
                 found.update(rows)
         return found
+
+    def iter_answers(self, collection: str, batch_size: int = 10_000) -> Iterator[list[tuple[str, str]]]:
+        """Every stored answer of ``collection`` as pages of ``(doc id, answer)``, in id order.
+
+        Only answers of current texts are stored (``upsert`` deletes those of a changed text), and
+        no read transaction stays open between pages.
+        """
+        _check_str("collection", collection)
+        last = ""  # ids are never empty
+        while True:
+            with self._guard():
+                rows = self._conn.execute(
+                    "SELECT doc_id, answer FROM answers WHERE collection = ? AND doc_id > ? ORDER BY doc_id LIMIT ?",
+                    (collection, last, batch_size),
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield rows
 
     def drop_answers(self, collection: str) -> None:
         """Forget every answer of a collection (when the collection is dropped or rebuilt)."""

@@ -1,20 +1,22 @@
 """Building an index's collections on a Ray cluster, with the local build's durability contract.
 
+The Ray build is an encoding strategy (``RayEncoding``) of the one build loop, ``Sync.run``:
+the loop finds the documents whose vector is missing or stale under any instruction, and
+stores, checkpoints and records what the strategy returns, exactly as for a local build.
+
 The driver (this process) opens the index for writing, so it holds the writer lock for the whole
-build. It registers the instructions, reads the corpus in pages, keeps the documents whose vector
-is missing or stale under any instruction (``Sync.stale``, as the local build does) and hands
-them to Ray as Arrow blocks of ids and texts (``ray.data.from_blocks``: no remote task per block;
-the driver holds the stale texts until they are in the object store). Ray Data feeds the blocks to
-``map_batches`` over an actor pool of encoders (one per GPU, or one per ``cpus_per_actor``
-CPUs): each actor loads the model once and encodes a block under every instruction in one pass
-(the shared prefix). Then, per backend:
+build. The strategy hands the stale documents to Ray as Arrow blocks of ids and texts
+(``ray.data.from_blocks``: no remote task per block; the driver holds the stale texts until they
+are in the object store). Ray Data feeds the blocks to ``map_batches`` over an actor pool of
+encoders (one per GPU, or one per ``cpus_per_actor`` CPUs): each actor loads the model once and
+encodes a block under every instruction in one pass (the shared prefix). Then, per location:
 
 - FAISS (and embedded Qdrant): the actors return the vectors as Arrow tensor columns; the
-  driver upserts them, and records them in the corpus only after a checkpoint made them durable
-  (``Sync.checkpoint``, every ``checkpoint_docs`` vectors or 30 s, as the local build does).
+  loop upserts them, and records them in the corpus only after a checkpoint made them durable
+  (every ``checkpoint_docs`` vectors or 30 s).
 - a Qdrant server: each actor upserts its block straight to the server through the same backend
   class as the index (same point ids and payloads, ``wait=True``) and returns only ids and
-  answers; the driver records each block as soon as it is acknowledged.
+  answers; the loop records each block as soon as it is acknowledged.
 
 So a driver killed at any point leaves vectors that are durable but unrecorded at worst, and the
 next build re-encodes exactly the unrecorded documents, upserting them by id: nothing is lost
@@ -31,24 +33,24 @@ import os
 import re
 import resource
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import errors
-from .backends.base import import_optional
+from ._util import check_int, import_optional
 from .errors import BackendUnavailableError, InBedderError, ModelMismatchError
-from .sync import CHECKPOINT_DOCS, PROGRESS_MIN_DOCS, Sync
+from .storage import Location, LocationKind
+from .sync import CHECKPOINT_DOCS, Encoded, EncodedBlock, StaleBatch
 
 if TYPE_CHECKING:
-    from .corpus import Document
+    from .corpus import Corpus, Document
     from .encoder import InBedder
     from .index import InstructionIndex
+    from .manifest import CollectionEntry
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +101,13 @@ class BuildReport:
 class BlockEncoder:
     """A Ray Data actor: loads the model once, then encodes blocks under every instruction in one pass.
 
-    With ``qdrant`` (the server's URL, API key, the index id and each instruction's collection
-    name and dimension) it upserts the vectors itself and returns none.
+    With ``server`` (the index's Qdrant server, and each instruction's collection entry) it
+    upserts the vectors itself and returns none.
     """
 
     def __init__(self, model: ModelSource, encoder_kwargs: Mapping[str, Any], fingerprint: str,
                  instructions: Sequence[str], answers: bool, threads: int,
-                 qdrant: Mapping[str, Any] | None) -> None:
+                 server: tuple[Location, Sequence[CollectionEntry]] | None) -> None:
         from .encoder import InBedder
         from .threads import set_threads
 
@@ -119,15 +121,12 @@ class BlockEncoder:
         self.instructions = list(instructions)
         self.answers = answers
         self.collections: list[Any] | None = None
-        if qdrant is not None:
-            from .backends import make_qdrant_client, open_backend
+        if server is not None:
+            from .storage import OpenOptions, Storage
 
-            client = make_qdrant_client(url=qdrant["url"], api_key=qdrant["api_key"])
-            self.collections = [
-                open_backend("qdrant", directory=Path.cwd(), name=entry["name"], dim=entry["dim"], create=False,
-                             qdrant_client=client, index_id=qdrant["index_id"])
-                for entry in qdrant["entries"]
-            ]
+            location, entries = server
+            storage = Storage(location, OpenOptions())
+            self.collections = [storage.collection(entry) for entry in entries]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -238,8 +237,7 @@ def _pool_size(ray: Any, num_actors: int | None, cpus_per_actor: float,
     if num_actors is None:
         num_actors = int(gpus // gpus_per_actor) if gpus_per_actor else int(resources.get("CPU", 1) // cpus_per_actor)
         num_actors = max(num_actors, 1)
-    if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
-        raise ValueError(f"num_actors must be a positive integer, got {num_actors!r}")
+    check_int("num_actors", num_actors)
     for kind, each, have in (("CPU", cpus_per_actor, resources.get("CPU", 0)), ("GPU", gpus_per_actor, gpus)):
         if num_actors * each > have:
             logger.warning("%d actors x %g %s need more than the cluster's %g: the build waits for an autoscaler "
@@ -247,40 +245,92 @@ def _pool_size(ray: Any, num_actors: int | None, cpus_per_actor: float,
     return num_actors, gpus_per_actor
 
 
-def _blocks(sync: Sync, instructions: Sequence[str], batch_size: int, with_metadata: bool) -> tuple[list[Any], int]:
-    """The stale documents as Arrow tables of ids, texts and, per instruction, which rows it lacks."""
-    import pyarrow as pa
+class RayEncoding:
+    """The build loop's encoding strategy on a Ray cluster: the stale documents go to Ray as Arrow
+    blocks, an actor pool of ``BlockEncoder`` encodes them, and each block is handed back to the
+    loop (which stores and records it) as it arrives. It keeps what the ``BuildReport`` tells."""
 
-    tables: list[Any] = []
-    total = 0
-    for page in sync.corpus.iter_batches(batch_size):
-        todo, stale = sync.stale(page, instructions)
-        if not todo:
-            continue
+    label = "indexing (ray)"
+
+    def __init__(self, ray: Any, corpus: Corpus, instructions: Sequence[str], wants_answers: Mapping[str, bool],
+                 constructor: dict[str, Any], actors: int, cpus_per_actor: float, gpus: float, batch_size: int,
+                 checkpoint_docs: int) -> None:
+        self.ray, self.corpus, self.instructions = ray, corpus, list(instructions)
+        self.wants_answers, self.constructor, self.batch_size = wants_answers, constructor, batch_size
+        self.actors, self.cpus_per_actor, self.gpus = actors, cpus_per_actor, gpus
+        self.vectors_returned = constructor["server"] is None
+        # A Qdrant server holds each block once its worker returns: record it at once.
+        self.checkpoint_docs = checkpoint_docs if self.vectors_returned else 1
+        self.blocks = 0
+        self.submitted = 0.0
+        self.arrivals: list[tuple[float, int]] = []  # (when recorded, documents) of each block back
+        self.worker_seconds = self.driver_seconds = 0.0
+        self.peak_rss = 0
+
+    def _table(self, batch: StaleBatch) -> Any:
+        """A block: ids, texts (metadata for workers that write) and, per instruction, which rows it lacks."""
+        import pyarrow as pa
+
+        todo = batch.documents
         columns: dict[str, Any] = {"id": [d.id for d in todo], "text": [d.text for d in todo]}
-        if with_metadata:
+        if not self.vectors_returned:
             columns["metadata"] = [json.dumps(d.metadata) for d in todo]
-        for k, instruction in enumerate(instructions):
-            ids = stale.get(instruction, set())
+        for k, instruction in enumerate(self.instructions):
+            ids = batch.stale.get(instruction, set())
             columns[f"need_{k}"] = [d.id in ids for d in todo]
-        tables.append(pa.table(columns))
-        total += len(todo)
-    return tables, total
+        return pa.table(columns)
 
+    def encode(self, batches: Iterable[StaleBatch]) -> Iterator[EncodedBlock]:
+        ray = self.ray
+        tables = [self._table(batch) for batch in batches]  # Ray Data takes every block at once
+        self.blocks = len(tables)
+        if not tables:
+            return
+        self.actors = min(self.actors, self.blocks)  # an actor without a block would only load the model
+        logger.info("encoding %d documents in %d blocks on %d Ray actors (%g CPU, %g GPU each)",
+                    sum(t.num_rows for t in tables), self.blocks, self.actors, self.cpus_per_actor, self.gpus)
+        with _quiet_ray_data(ray), _worker_errors(ray):
+            # from_blocks puts the tables into the object store from here, with no remote task per block
+            dataset = ray.data.from_blocks(tables).map_batches(
+                BlockEncoder, batch_size=self.batch_size, batch_format="numpy", fn_constructor_kwargs=self.constructor,
+                compute=ray.data.ActorPoolStrategy(size=self.actors), num_cpus=self.cpus_per_actor,
+                num_gpus=self.gpus or None,
+            )
+            del tables  # the object store holds them now
+            self.submitted = time.perf_counter()
+            for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                back = time.perf_counter()
+                self.worker_seconds += float(np.sum(out["seconds"]))
+                self.peak_rss = max(self.peak_rss, int(np.max(out["peak_rss"])))
+                block = self._block(out)
+                yield block  # the loop stores and records it before asking for the next
+                self.arrivals.append((time.perf_counter(), block.size))
+                self.driver_seconds += self.arrivals[-1][0] - back
 
-def _record(sync: Sync, out: Mapping[str, np.ndarray], instructions: Sequence[str], answers: Mapping[str, bool],
-            vectors_returned: bool, pending: dict[str, dict[str, str]]) -> int:
-    """Store one encoded block through ``Sync.store`` (vectors upserted here unless a worker wrote them)."""
-    ids = [str(doc_id) for doc_id in out["id"]]
-    documents: dict[str, Document] = {d.id: d for d in sync.corpus.get(ids)}
-    for k, instruction in enumerate(instructions):
-        rows = [r for r in np.flatnonzero(out[f"need_{k}"]) if ids[r] in documents]
-        if not rows:
-            continue
-        sync.store(instruction, [documents[ids[r]] for r in rows],
-                   np.asarray(out[f"vector_{k}"])[rows] if vectors_returned else None,
-                   [str(out[f"answer_{k}"][r]) for r in rows] if answers[instruction] else None, pending)
-    return len(ids)
+    def _block(self, out: Mapping[str, np.ndarray]) -> EncodedBlock:
+        """One block back from the actors, as the loop stores it (vectors None when a worker wrote them)."""
+        ids = [str(doc_id) for doc_id in out["id"]]
+        documents: dict[str, Document] = {d.id: d for d in self.corpus.get(ids)}
+        results = []
+        for k, instruction in enumerate(self.instructions):
+            rows = [r for r in np.flatnonzero(out[f"need_{k}"]) if ids[r] in documents]
+            if rows:
+                results.append(Encoded(
+                    instruction, [documents[ids[r]] for r in rows],
+                    np.asarray(out[f"vector_{k}"])[rows] if self.vectors_returned else None,
+                    [str(out[f"answer_{k}"][r]) for r in rows] if self.wants_answers[instruction] else None))
+        return EncodedBlock(len(ids), results)
+
+    def report(self, encoded: int, started: float, connect_seconds: float) -> BuildReport:
+        arrivals = self.arrivals
+        if not arrivals:
+            return BuildReport(encoded, self.blocks, 0, time.perf_counter() - started, connect_seconds,
+                               0.0, 0.0, 0, 0.0, 0.0, 0)
+        warm = min(self.actors, len(arrivals)) - 1
+        return BuildReport(encoded, self.blocks, self.actors, time.perf_counter() - started, connect_seconds,
+                           arrivals[0][0] - self.submitted, arrivals[-1][0] - arrivals[warm][0],
+                           sum(docs for _, docs in arrivals[warm + 1:]), self.worker_seconds, self.driver_seconds,
+                           self.peak_rss)
 
 
 def build(
@@ -319,10 +369,8 @@ def build(
     """
     from .index import InstructionIndex
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(checkpoint_docs, bool) or not isinstance(checkpoint_docs, int) or checkpoint_docs < 1:
-        raise ValueError(f"checkpoint_docs must be a positive integer, got {checkpoint_docs!r}")
+    check_int("batch_size", batch_size)
+    check_int("checkpoint_docs", checkpoint_docs)
     ray = _ray()
     started = time.perf_counter()
     own_index = not isinstance(index, InstructionIndex)
@@ -351,60 +399,23 @@ def _run(ray: Any, index: InstructionIndex, instructions: list[str], started: fl
          num_actors: int | None, cpus_per_actor: float, gpus_per_actor: float | None, batch_size: int,
          model: ModelSource | None, encoder_kwargs: Mapping[str, Any] | None, qdrant_api_key: str | None,
          checkpoint_docs: int, show_progress_bar: bool | None) -> BuildReport:
-    stats = index.stats()
     sync = index.sync_state()
-    recorded = stats["model"]
-    entries = [sync.manifest.entry(instruction) for instruction in instructions]
-    wants_answers = {entry["instruction"]: bool(entry.get("answers", True)) for entry in entries}
-    server = stats["qdrant_url"] if stats["backend"] == "qdrant" else None
-    qdrant = None if server is None else {
-        "url": server, "api_key": qdrant_api_key, "index_id": stats["index_id"],
-        "entries": [{"name": entry["name"], "dim": entry["dim"]} for entry in entries],
-    }
-    sync.drop_orphans(instructions)
+    state = sync.state
+    recorded = state.manifest.model
+    entries = [state.entry(instruction) for instruction in instructions]
+    wants_answers = {entry.instruction: entry.answers for entry in entries}
+    location = state.location
+    if qdrant_api_key is not None:
+        location = replace(location, api_key=qdrant_api_key)
+    server = (location, entries) if location.kind is LocationKind.QDRANT_SERVER else None
     actors, gpus = _pool_size(ray, num_actors, cpus_per_actor, gpus_per_actor)
-    tables, total = _blocks(sync, instructions, batch_size, with_metadata=server is not None)
-    blocks = len(tables)
-    if not blocks:
-        return BuildReport(0, 0, 0, time.perf_counter() - started, connect_seconds, 0.0, 0.0, 0, 0.0, 0.0, 0)
-    actors = min(actors, blocks)  # an actor without a block would only load the model
-    kwargs = {"max_length": recorded.get("max_length", 512), **(encoder_kwargs or {})}
+    kwargs = {"max_length": recorded.max_length or 512, **(encoder_kwargs or {})}
     constructor = {
-        "model": model if model is not None else recorded["id"], "encoder_kwargs": kwargs,
-        "fingerprint": recorded["fingerprint"], "instructions": instructions,
-        "answers": any(wants_answers.values()), "threads": max(1, int(cpus_per_actor)), "qdrant": qdrant,
+        "model": model if model is not None else recorded.id, "encoder_kwargs": kwargs,
+        "fingerprint": recorded.fingerprint, "instructions": instructions,
+        "answers": any(wants_answers.values()), "threads": max(1, int(cpus_per_actor)), "server": server,
     }
-    logger.info("encoding %d documents in %d blocks on %d Ray actors (%g CPU, %g GPU each)", total, blocks,
-                actors, cpus_per_actor, gpus)
-    show = total >= PROGRESS_MIN_DOCS if show_progress_bar is None else show_progress_bar
-    pending: dict[str, dict[str, str]] = {instruction: {} for instruction in instructions}
-    arrivals: list[tuple[float, int]] = []  # (when, documents) of each block back
-    worker_seconds = driver_seconds = 0.0
-    peak = 0
-    with _quiet_ray_data(ray), _worker_errors(ray):
-        # from_blocks puts the tables into the object store from here, with no remote task per block
-        dataset = ray.data.from_blocks(tables).map_batches(
-            BlockEncoder, batch_size=batch_size, batch_format="numpy", fn_constructor_kwargs=constructor,
-            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus or None,
-        )
-        del tables  # the object store holds them now
-        submitted = time.perf_counter()
-        last_checkpoint = time.monotonic()
-        with tqdm(total=total, desc="indexing (ray)", unit="doc", disable=not show) as bar:
-            for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                back = time.perf_counter()
-                worker_seconds += float(np.sum(out["seconds"]))
-                peak = max(peak, int(np.max(out["peak_rss"])))
-                documents = _record(sync, out, instructions, wants_answers, qdrant is None, pending)
-                if qdrant is None:
-                    last_checkpoint = sync.checkpoint_if_due(pending, last_checkpoint, checkpoint_docs)
-                else:  # the server holds the block already: record it now
-                    sync.checkpoint(pending)
-                arrivals.append((time.perf_counter(), documents))
-                driver_seconds += arrivals[-1][0] - back
-                bar.update(documents)
-    sync.checkpoint(pending)
-    warm = min(actors, len(arrivals)) - 1
-    return BuildReport(total, blocks, actors, time.perf_counter() - started, connect_seconds,
-                       arrivals[0][0] - submitted, arrivals[-1][0] - arrivals[warm][0],
-                       sum(docs for _, docs in arrivals[warm + 1:]), worker_seconds, driver_seconds, peak)
+    strategy = RayEncoding(ray, state.corpus, instructions, wants_answers, constructor, actors, cpus_per_actor, gpus,
+                           batch_size, checkpoint_docs)
+    encoded = sync.run(strategy, instructions, None, show_progress_bar=show_progress_bar, batch_size=batch_size)
+    return strategy.report(encoded, started, connect_seconds)

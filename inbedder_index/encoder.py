@@ -10,6 +10,13 @@ Pooling follows the architecture:
 Batches are sorted by length and padded on the right, so every real token keeps the position
 it has in an unpadded pass (no position-id bookkeeping for the vectors; the optional answer
 decoding continues each row at its own position with explicit position ids).
+
+The forward pass runs in a runtime (``runtimes``): ONNX Runtime on a CPU by default, PyTorch on
+a GPU or when asked. Everything here is NumPy, and this module imports neither torch nor
+transformers: on a CPU, once a model's graph is in the model cache, ``InBedder(name)`` finds it by
+the model's fingerprint (``runtimes.sources``) and loads neither. Where the graph is missing, the
+model is loaded with PyTorch once, fingerprinted, exported and then dropped, so its weights are in
+memory once.
 """
 
 from __future__ import annotations
@@ -18,18 +25,23 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .cache import EmbeddingCache, text_hash
-from .models import DEFAULT_MODEL, Kind, LoadedModel, load_model, model_kind
+from .embedder import check_instructions, check_texts
+from .models import DEFAULT_MODEL, Kind, cache_root, resolve_name
 from .prompt import PROMPT_VERSION, Prompt, PromptBuilder
-from .runtimes import Runtime, check_options, load_runtime
+from .runtimes import Runtime, choose_runtime, device_type, ort, sources
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -37,49 +49,17 @@ _ANSWER_TOKENS = 3  # the paper's answers are 1-3 words; a causal answer is a gr
 _CPU_BATCH_TOKENS = 4096  # padded tokens per batch (measured: +28% padding at 16k vs +15% at 4k on mixed lengths)
 _GPU_BATCH_TOKENS = 32768
 _PROGRESS_MIN_TEXTS = 256  # show_progress_bar=None shows a bar from this many texts to encode
+_TOKENIZER_PROBE = "Tokenizer probe: ### Response: über 42"
+_TORCH_NAMES = ("pool", "right_pad", "mask_slots")  # PyTorch helpers training shares (runtimes.pytorch)
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def __getattr__(name: str) -> Any:
+    """``pool``, ``right_pad`` and ``mask_slots`` (PyTorch) from ``runtimes.pytorch``, imported on first use."""
+    if name in _TORCH_NAMES:
+        from .runtimes import pytorch
 
-
-def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
-    return names[dtype]
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, (bytes, Mapping)) or not isinstance(texts, Sequence):
-        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
-    for position, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{position}] is {type(text).__name__}, not str")
-    return list(texts)
-
-
-def _check_instructions(instruction: str | Sequence[str]) -> list[str]:
-    if not isinstance(instruction, (str, Sequence)) or isinstance(instruction, bytes):
-        raise TypeError(f"instruction must be a string or a list of strings, got {type(instruction).__name__}; "
-                        "InBedder needs a question to answer, e.g. 'What is the topic of this text?'")
-    items = [instruction] if isinstance(instruction, str) else list(instruction)
-    if not items:
-        raise ValueError("instruction list is empty; give at least one instruction")
-    for position, item in enumerate(items):
-        if not isinstance(item, str):
-            raise TypeError(f"instruction[{position}] is {type(item).__name__}, not str")
-        if not item.strip():
-            raise ValueError("instruction is empty or blank; InBedder needs a question to answer, "
-                             "e.g. 'What is the topic of this text?'")
-    return list(dict.fromkeys(items))
+        return getattr(pytorch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
@@ -98,28 +78,20 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int)
     return batches
 
 
-def right_pad(sequences: Sequence[Sequence[int]], value: int, device: torch.device) -> torch.Tensor:
-    """Sequences as one right-padded tensor: real tokens keep the positions of an unpadded pass."""
-    width = max(len(s) for s in sequences)
-    out = torch.full((len(sequences), width), value, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return out.to(device)
+def model_fingerprint(weights: str, tokenizer: Any, kind: Kind, n_mask: int) -> str:
+    """A model's identity: its weights' digest, its tokenizer, its pooling and the prompt's version.
 
-
-def mask_slots(lengths: torch.Tensor, n_mask: int, n_tail: int) -> torch.Tensor:
-    """(batch, n_mask) positions of the mask tokens, which sit before ``n_tail`` closing tokens."""
-    first = lengths - n_tail - n_mask
-    return first[:, None] + torch.arange(n_mask, device=lengths.device)[None, :]
-
-
-def pool(hidden: torch.Tensor, lengths: torch.Tensor, n_mask: int, n_tail: int) -> torch.Tensor:
-    """InBedder's pooling of a right-padded batch (float32): the mean at the mask slots (masked
-    LMs, ``n_mask`` > 0) or the last prompt token (causal LMs). Training pools with this too."""
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    if n_mask:
-        return hidden[rows[:, None], mask_slots(lengths, n_mask, n_tail)].float().mean(dim=1)
-    return hidden[rows, lengths - 1].float()
+    Equal fingerprints give equal vectors; the ONNX graph cache is keyed by it.
+    """
+    probe = tokenizer(_TOKENIZER_PROBE, add_special_tokens=True)["input_ids"]
+    digest = hashlib.sha256(weights.encode())
+    digest.update(json.dumps({
+        "tokenizer": list(probe),
+        "vocab": len(tokenizer),
+        "pooling": f"mask-mean-{n_mask}" if kind == "masked" else "last-token",
+        "prompt": PROMPT_VERSION,
+    }).encode())
+    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -132,12 +104,14 @@ class InBedder:
     """An instruction-following text embedder: ``encode(texts, instruction)``.
 
     ``model`` is a built-in name (``inbedder_index.list_supported_models()``), a Hugging Face id
-    (with ``revision``) or a local folder. ``cache_dir`` is where models are downloaded or
-    converted; ``embedding_cache`` (a path or ``EmbeddingCache``) keeps computed vectors so that
-    re-encoding an unchanged text is free. ``runtime`` runs the forward pass: ``"torch"`` (the
-    model as loaded) or ``"onnx"`` (ONNX Runtime on the CPU, exported once into the model cache,
-    same vectors); ``quantize="int8"`` (onnx only) runs int8 weights, whose vectors differ, so
-    its fingerprint does too.
+    (with ``revision``) or a local folder. ``cache_dir`` is where models are downloaded,
+    converted and exported; ``embedding_cache`` (a path or ``EmbeddingCache``) keeps computed
+    vectors so that re-encoding an unchanged text is free. ``runtime`` runs the forward pass:
+    ``None`` (the default) picks ``"onnx"`` on a CPU where onnxruntime is installed and
+    ``"torch"`` elsewhere (a GPU); ``"onnx"`` is ONNX Runtime on the CPU with the model exported
+    once per fingerprint into the model cache (``inbedder-index export`` does it ahead of time),
+    the same vectors without PyTorch; ``"torch"`` is the model as loaded. ``quantize="int8"``
+    (onnx only) runs int8 weights, whose vectors differ, so its fingerprint does too.
     """
 
     def __init__(
@@ -155,17 +129,29 @@ class InBedder:
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None = None,
         max_batch_tokens: int | None = None,
         instruction_room: int = 64,
-        runtime: str = "torch",
+        runtime: str | None = None,
         quantize: Any = None,
     ) -> None:
-        torch_device = _pick_device(device)
-        torch_dtype = _pick_dtype(dtype, torch_device)
-        check_options(runtime, quantize, torch_device, torch_dtype)
-        loaded = load_model(model, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                            cache_dir=cache_dir)
-        self._bind(loaded, torch_device, max_length=max_length, n_mask=n_mask, batch_size=batch_size,
-                   embedding_cache=embedding_cache, max_batch_tokens=max_batch_tokens,
-                   instruction_room=instruction_room, runtime=runtime, quantize=quantize, cache_dir=cache_dir)
+        chosen = choose_runtime(runtime, quantize, device, dtype)
+        root = cache_root(cache_dir)
+        source = sources.locate(model, revision=revision, cache_dir=cache_dir, n_mask=n_mask)
+        known = sources.recall(root, source) if source is not None else None
+        options = {"max_length": max_length, "n_mask": n_mask, "batch_size": batch_size,
+                   "embedding_cache": embedding_cache, "max_batch_tokens": max_batch_tokens,
+                   "instruction_room": instruction_room}
+        if chosen == "onnx" and known is not None:
+            graph = ort.cached(root, known.fingerprint, known.kind, quantize=quantize)
+            if graph is not None:  # the graph is cached: neither torch nor transformers is imported
+                self._bind_graph(graph, resolve_name(model), known.fingerprint, **options)
+                return
+        from .models import load_model
+        from .runtimes.pytorch import pick_device, pick_dtype
+
+        torch_device = pick_device(device)
+        loaded = load_model(model, revision=revision, dtype=pick_dtype(dtype, torch_device),
+                            trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+        self._bind_model(loaded, torch_device, runtime=chosen, quantize=quantize, root=root, source=source,
+                         known=known, **options)
 
     @classmethod
     def from_model(
@@ -187,56 +173,93 @@ class InBedder:
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> InBedder:
         """Wrap a model already in memory (a fine-tuned one, or a test model built from a config);
-        ``cache_dir`` is where ``runtime="onnx"`` keeps its exported graph."""
+        it runs in PyTorch unless ``runtime="onnx"``, which exports it into ``cache_dir``'s graph cache."""
+        from .models import LoadedModel, model_kind
+        from .runtimes.pytorch import pick_device
+
         self = cls.__new__(cls)
-        torch_device = _pick_device(device)
-        check_options(runtime, quantize, torch_device, next(model.parameters()).dtype)
+        chosen = choose_runtime(runtime, quantize, device, next(model.parameters()).dtype)
         loaded = LoadedModel(model.eval(), tokenizer, kind or model_kind(model.config), model_id, None)
-        self._bind(loaded, torch_device, max_length=max_length, n_mask=n_mask, batch_size=batch_size,
-                   embedding_cache=embedding_cache, max_batch_tokens=max_batch_tokens,
-                   instruction_room=instruction_room, runtime=runtime, quantize=quantize, cache_dir=cache_dir)
+        self._bind_model(loaded, pick_device(device), runtime=chosen, quantize=quantize, root=cache_root(cache_dir),
+                         source=None, known=None, max_length=max_length, n_mask=n_mask, batch_size=batch_size,
+                         embedding_cache=embedding_cache, max_batch_tokens=max_batch_tokens,
+                         instruction_room=instruction_room)
         return self
+
+    def _bind_model(self, loaded: LoadedModel, device: torch.device, *, runtime: str, quantize: Any, root: Any,
+                    source: sources.Source | None, known: sources.Known | None, **options: Any) -> None:
+        """A model loaded in PyTorch: run it there, or export it (once) and run its graph instead."""
+        loaded.model.requires_grad_(False)
+        self._source, self._root = source, root
+        if runtime == "torch":
+            from .runtimes.pytorch import TorchRuntime
+
+            self.model = loaded.model.to(device)
+            self._bind(TorchRuntime(self.model, loaded.kind, device), loaded.tokenizer, loaded.kind, loaded.model_id,
+                       known.fingerprint if known is not None else None, device=str(device),
+                       dim=int(self.model.get_input_embeddings().embedding_dim), **options)
+            return
+        fingerprint = known.fingerprint if known is not None else self._fingerprint_of(loaded, options["n_mask"])
+
+        def export(staging: Any) -> dict[str, Any]:
+            from .runtimes.export import export_graph
+
+            return export_graph(loaded.model, loaded.tokenizer, loaded.kind, staging, label=loaded.model_id)
+
+        graph = ort.load(root, fingerprint, loaded.kind, quantize=quantize, export=export)
+        self._bind_graph(graph, loaded.model_id, fingerprint, **options)  # the PyTorch copy is dropped here
+
+    def _bind_graph(self, graph: ort.OnnxRuntime, model_id: str, fingerprint: str, **options: Any) -> None:
+        self.model = None  # the weights live in the graph alone
+        self._bind(graph, graph.tokenizer, graph.kind, model_id, fingerprint, device="cpu", dim=graph.dim, **options)
+
+    def _fingerprint_of(self, loaded: LoadedModel, n_mask: int) -> str:
+        """Digest the loaded weights (once per source: remembered beside the model cache)."""
+        from .runtimes.pytorch import weights_digest
+
+        fingerprint = model_fingerprint(weights_digest(loaded.model), loaded.tokenizer, loaded.kind, n_mask)
+        if self._source is not None:
+            sources.remember(self._root, self._source, sources.Known(fingerprint, loaded.kind))
+        return fingerprint
 
     def _bind(
         self,
-        loaded: LoadedModel,
-        device: torch.device,
+        runtime: Runtime,
+        tokenizer: Any,
+        kind: Kind,
+        model_id: str,
+        fingerprint: str | None,
         *,
+        device: str,
+        dim: int,
         max_length: int,
         n_mask: int,
         batch_size: int,
         embedding_cache: str | os.PathLike[str] | EmbeddingCache | None,
         max_batch_tokens: int | None,
         instruction_room: int,
-        runtime: str,
-        quantize: Any,
-        cache_dir: str | os.PathLike[str] | None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if loaded.kind == "masked" and n_mask < 1:
+        if kind == "masked" and n_mask < 1:
             raise ValueError(f"n_mask must be at least 1 for a masked LM, got {n_mask}")
-        self.model = loaded.model.to(device)
-        self.model.requires_grad_(False)
-        self.tokenizer = loaded.tokenizer
-        self.kind: Kind = loaded.kind
+        self.runtime = runtime
+        self.tokenizer = tokenizer
+        self.kind: Kind = kind
         self.device = device
+        self._dim = dim
         self.batch_size = batch_size
         if max_batch_tokens is None:  # CPUs gain nothing from wide batches, only padding; GPUs want them full
-            max_batch_tokens = _CPU_BATCH_TOKENS if device.type == "cpu" else _GPU_BATCH_TOKENS
+            max_batch_tokens = _CPU_BATCH_TOKENS if device_type(device) == "cpu" else _GPU_BATCH_TOKENS
         self.max_batch_tokens = max(max_batch_tokens, max_length)
         self.max_length = max_length
-        self.n_mask = n_mask if loaded.kind == "masked" else 0
-        self._model_id = loaded.model_id
-        self._pad_id = next(
-            (t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0
-        )
-        self.prompts = PromptBuilder(self.tokenizer, max_length=max_length, n_mask=self.n_mask,
-                                     instruction_room=instruction_room)
+        self.n_mask = n_mask if kind == "masked" else 0
+        self._model_id = model_id
+        self._base_fingerprint = fingerprint
         self._fingerprint: str | None = None
-        self._weights_digest: str | None = None
-        self.runtime: Runtime = load_runtime(runtime, self.model, self.kind, quantize=quantize, cache_dir=cache_dir,
-                                             fingerprint=self._weights_fingerprint() if runtime != "torch" else "")
+        self._pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+        self.prompts = PromptBuilder(tokenizer, max_length=max_length, n_mask=self.n_mask,
+                                     instruction_room=instruction_room)
         if embedding_cache is None or isinstance(embedding_cache, EmbeddingCache):
             self.embedding_cache = embedding_cache
         else:
@@ -250,50 +273,32 @@ class InBedder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_input_embeddings().embedding_dim)
+        return self._dim
 
     @property
     def fingerprint(self) -> str:
-        """A stable digest of the weights, tokenizer and pooling: equal fingerprints give equal vectors.
+        """A digest of all the weights, the tokenizer and pooling: equal fingerprints give equal vectors.
 
-        Weights are sampled (a fixed spread of values from every tensor, rounded to bfloat16 so
-        that a float32 and a bfloat16 load of the same model agree), which catches any training
-        or revision change at a fraction of hashing whole files. A runtime whose vectors differ
-        (int8 weights) adds what makes them differ, so an index built without it refuses it.
+        Every value of every tensor counts, at bfloat16 precision, so that a float32 and a
+        bfloat16 load of the same model agree (``runtimes.pytorch.weights_digest``); it is
+        computed once per model source and remembered, so later loads only ``stat`` the files. A
+        runtime whose vectors differ (int8 weights) adds what makes them differ, so an index
+        built without it refuses it.
         """
         if self._fingerprint is None:
+            if self._base_fingerprint is None:  # PyTorch runtime: digested on first use
+                from .models import LoadedModel
+
+                loaded = LoadedModel(self.model, self.tokenizer, self.kind, self.model_id, None)
+                self._base_fingerprint = self._fingerprint_of(loaded, self.n_mask)
             tag = self.runtime.vector_tag
-            base = self._weights_fingerprint()
+            base = self._base_fingerprint
             self._fingerprint = base if tag is None else hashlib.sha256(f"{base}|{tag}".encode()).hexdigest()[:32]
         return self._fingerprint
 
-    def _weights_fingerprint(self) -> str:
-        """The fingerprint of the model itself (what the ONNX graph cache is keyed by)."""
-        if self._weights_digest is None:
-            digest = hashlib.sha256()
-            with torch.no_grad():
-                for name, tensor in sorted(self.model.state_dict().items()):
-                    flat = tensor.detach().reshape(-1)
-                    if flat.numel() == 0 or not flat.is_floating_point():
-                        continue
-                    count = min(flat.numel(), 64)
-                    picks = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
-                    sample = flat[picks].to(torch.bfloat16).float().cpu().numpy()
-                    digest.update(name.encode())
-                    digest.update(sample.tobytes())
-            probe = self.tokenizer("Tokenizer probe: ### Response: über 42", add_special_tokens=True)["input_ids"]
-            digest.update(json.dumps({
-                "tokenizer": list(probe),
-                "vocab": len(self.tokenizer),
-                "pooling": f"mask-mean-{self.n_mask}" if self.kind == "masked" else "last-token",
-                "prompt": PROMPT_VERSION,
-            }).encode())
-            self._weights_digest = digest.hexdigest()[:32]
-        return self._weights_digest
-
     def __repr__(self) -> str:
         quantized = f", quantize={self.runtime.quantize!r}" if self.runtime.quantize else ""
-        return (f"InBedder(model={self.model_id!r}, kind={self.kind!r}, dim={self.dim}, device={str(self.device)!r}, "
+        return (f"InBedder(model={self.model_id!r}, kind={self.kind!r}, dim={self.dim}, device={self.device!r}, "
                 f"runtime={self.runtime.name!r}{quantized})")
 
     # ----------------------------------------------------------------- encoding
@@ -317,8 +322,8 @@ class InBedder:
         question about an empty input); an empty list gives a ``(0, dim)`` array.
         """
         single = isinstance(texts, str)
-        text_list = [texts] if single else _check_texts(texts)  # type: ignore[list-item]
-        instructions = _check_instructions(instruction)
+        text_list = [texts] if single else check_texts(texts)  # type: ignore[list-item]
+        instructions = check_instructions(instruction)
         size = batch_size or self.batch_size
         if size < 1:
             raise ValueError(f"batch_size must be at least 1, got {size}")
@@ -339,7 +344,8 @@ class InBedder:
         hashes = [text_hash(text) for text in texts]
         unique = dict(zip(hashes, texts))
         found: dict[str, dict[str, tuple[np.ndarray, str | None]]] = {
-            item: self.embedding_cache.get(self._cache_key, item, list(unique), need_answers=answers)
+            item: self.embedding_cache.get(self._cache_key, item, list(unique), dim=self.dim,
+                                          need_answers=answers)
             if self.embedding_cache is not None else {}
             for item in instructions
         }
@@ -405,34 +411,29 @@ class InBedder:
                         bar.update(len(batch))
         return out
 
-    def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded ids and their attention mask."""
-        ids = right_pad(sequences, self._pad_id, self.device)
-        return ids, right_pad([[1] * len(s) for s in sequences], 0, self.device)
+    def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ids and their attention mask: real tokens keep the positions of an unpadded pass."""
+        width = max(len(s) for s in sequences)
+        ids = np.full((len(sequences), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return ids, mask
 
-    @torch.inference_mode()
     def _forward(self, prompts: Sequence[Prompt], answers: bool) -> tuple[np.ndarray, list[str] | None]:
         """One forward pass over whole prompts: pooled vectors (float32) and, when asked, answers."""
         ids, mask = self._pad([p.ids for p in prompts])
-        lengths = mask.sum(dim=1)
-        if self.kind == "masked":
-            if answers:  # the MLM head is needed anyway: one full PyTorch pass gives both
-                out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-                hidden, logits = out.hidden_states[-1], out.logits
-            else:
-                hidden, logits = self.runtime.forward(ids, mask)[0], None
-            pooled = pool(hidden, lengths, self.n_mask, self.prompts.n_tail)
-            texts = None
-            if logits is not None:
-                rows = torch.arange(len(prompts), device=self.device)[:, None]
-                texts = self._decode(logits[rows, mask_slots(lengths, self.n_mask, self.prompts.n_tail)].argmax(-1))
-            return pooled.cpu().numpy(), texts
-        hidden, cache = self.runtime.forward(ids, mask, keep=answers)
-        last = pool(hidden, lengths, 0, 0)
-        texts = self._continue(last, cache, mask, lengths) if answers else None
-        return last.cpu().numpy(), texts
+        lengths = mask.sum(axis=1)
+        if self.kind == "masked":  # the mask slots sit before the closing special tokens
+            slots = (lengths - self.prompts.n_tail - self.n_mask)[:, None] + np.arange(self.n_mask)[None, :]
+            step = self.runtime.forward(ids, mask, slots, tokens=answers)
+            texts = self._decode(step.tokens) if step.tokens is not None else None
+            return step.states.mean(axis=1, dtype=np.float32), texts
+        step = self.runtime.forward(ids, mask, (lengths - 1)[:, None], keep=answers, tokens=answers)
+        texts = self._continue(step.tokens[:, 0], step.cache, mask, lengths) if step.tokens is not None else None
+        return step.states[:, 0], texts
 
-    @torch.inference_mode()
     def _forward_shared(
         self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int]], answers: bool
     ) -> list[tuple[np.ndarray, list[str] | None]]:
@@ -440,44 +441,44 @@ class InBedder:
         if len(suffixes) == 1:
             return [self._forward([Prompt(list(p), list(suffixes[0])) for p in prefixes], answers)]
         ids, mask = self._pad(prefixes)
-        prefix_lengths = mask.sum(dim=1)
-        cache = self.runtime.forward(ids, mask, keep=True)[1]
+        prefix_lengths = mask.sum(axis=1)
+        rows = len(prefixes)
+        cache = self.runtime.forward(ids, mask, np.zeros((rows, 1), dtype=np.int64), keep=True).cache
         width = ids.shape[1]
-        rows = torch.arange(len(prefixes), device=self.device)
         results = []
         for suffix in suffixes:
-            tail = torch.tensor(suffix, dtype=torch.long, device=self.device).expand(len(prefixes), -1)
-            full_mask = torch.cat([mask, torch.ones_like(tail)], dim=1)
-            positions = prefix_lengths[:, None] + torch.arange(len(suffix), device=self.device)[None, :]
-            hidden, extended = self.runtime.forward(tail, full_mask, positions=positions, past=cache, keep=answers)
-            last = hidden[rows, -1]
+            tail = np.broadcast_to(np.asarray(suffix, dtype=np.int64), (rows, len(suffix)))
+            full_mask = np.concatenate([mask, np.ones((rows, len(suffix)), dtype=np.int64)], axis=1)
+            positions = prefix_lengths[:, None] + np.arange(len(suffix))[None, :]
+            step = self.runtime.forward(tail, full_mask, np.full((rows, 1), len(suffix) - 1), positions=positions,
+                                        past=cache, keep=answers, tokens=answers)
             lengths = prefix_lengths + len(suffix)
             # the continuation sits after the suffix's columns, at each row's own next position
-            texts = self._continue(last, extended, full_mask, lengths) if answers else None
+            texts = self._continue(step.tokens[:, 0], step.cache, full_mask, lengths) if answers else None
             cache = self.runtime.crop(cache, width)  # drop the suffix (and answer) tokens again
-            results.append((last.float().cpu().numpy(), texts))
+            results.append((step.states[:, 0], texts))
         return results
 
-    def _continue(self, last: torch.Tensor, cache: Any, mask: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        """Greedy answer of up to ``_ANSWER_TOKENS`` tokens, continuing each right-padded row in place."""
-        head = self.model.get_output_embeddings()
-        token = head(last).argmax(-1)
+    def _continue(self, token: np.ndarray, cache: Any, mask: np.ndarray, lengths: np.ndarray) -> list[str]:
+        """Greedy answer of up to ``_ANSWER_TOKENS`` tokens from the first one, continuing each
+        right-padded row in place (each at its own next position)."""
         steps = [token]
         eos = self.tokenizer.eos_token_id
-        done = token == eos if eos is not None else torch.zeros_like(token, dtype=torch.bool)
+        done = token == eos if eos is not None else np.zeros(token.shape, dtype=bool)
+        rows = len(token)
         for step in range(1, _ANSWER_TOKENS):
             if bool(done.all()):
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            hidden, cache = self.runtime.forward(token[:, None], mask, positions=(lengths + step - 1)[:, None],
-                                                 past=cache, keep=True)
-            token = head(hidden[:, -1]).argmax(-1)
+            mask = np.concatenate([mask, np.ones((rows, 1), dtype=np.int64)], axis=1)
+            out = self.runtime.forward(token[:, None], mask, np.zeros((rows, 1), dtype=np.int64),
+                                       positions=(lengths + step - 1)[:, None], past=cache, keep=True, tokens=True)
+            cache, token = out.cache, out.tokens[:, 0]  # type: ignore[index]
             steps.append(token)
             if eos is not None:
                 done = done | (token == eos)
-        return self._decode(torch.stack(steps, dim=1), stop=eos)
+        return self._decode(np.stack(steps, axis=1), stop=eos)
 
-    def _decode(self, tokens: torch.Tensor, stop: int | None = None) -> list[str]:
+    def _decode(self, tokens: np.ndarray, stop: int | None = None) -> list[str]:
         decoded = []
         for row in tokens.tolist():
             if stop is not None and stop in row:

@@ -7,10 +7,13 @@ Layout under ``path``::
     faiss/<name>/      one FAISS collection per instruction      (backend="faiss")
     qdrant-edge/       Qdrant's engine, embedded                  (backend="qdrant", no url)
 
-Every change first commits to the corpus, then brings each collection in step (``sync.py``).
-A process killed at any point leaves an index that opens, and the next write finishes the
-work it left: every write, and ``stats()``, first looks for documents whose vectors are
-missing or stale. Everything a call could refuse is checked before its first write.
+The class is a facade: ``state.IndexState`` owns the lock, corpus, manifest and collections
+(where they live is resolved once, ``storage.Location``), ``sync.Sync`` is the one write path
+and build loop, and ``search`` answers queries. Every change first commits to the corpus, then
+brings each collection in step. A process killed at any point leaves an index that opens, and
+the next write finishes the work it left: every write, and ``stats()``, first looks for
+documents whose vectors are missing or stale. Everything a call could refuse is checked
+before its first write.
 
 InBedder is symmetric: a query is embedded under the collection's instruction exactly like a
 document, so "find texts whose answer to *this question* is like this text's" is the search.
@@ -18,88 +21,28 @@ document, so "find texts whose answer to *this question* is like this text's" is
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backends.base import VectorBackend, validate_filter, validate_ids
-from .corpus import CORPUS_FILENAME, Corpus, Document
+from . import search as _search
+from ._util import check_int, validate_ids
+from .backends.base import VectorBackend
+from .corpus import Corpus, Document, DocumentLike, as_document, as_documents  # noqa: F401 - as_document: public name
 from .encoder import InBedder
-from .errors import InBedderError, IncompleteIndexError, IndexClosedError, IndexLockedError
-from .manifest import BACKENDS, MANIFEST_KEY, Manifest, ManifestError
-from .models import DEFAULT_MODEL
-from .safepath import inside, open_regular
-from .storage import MissingCollectionError, Storage
-from .sync import Sync
+from .errors import InBedderError, IndexClosedError  # noqa: F401 - IndexClosedError: importable here, as before
+from .models import model_for_index
+from .search import Hit
+from .state import IndexState, index_path
+from .storage import OpenOptions
+from .sync import LocalEncoding, Sync, unique_instructions
 from .threads import set_threads
 
 logger = logging.getLogger(__name__)
-
-LOCK_FILENAME = "lock"
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
-
-    id: str
-    score: float
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    answer: str | None = None
-
-
-DocumentLike = Document | Mapping[str, Any] | tuple[str, str]
-
-
-def as_document(item: DocumentLike, position: int) -> Document:
-    """A ``Document`` from a Document, a ``{"id", "text", "metadata"}`` mapping or an ``(id, text)`` pair."""
-    if isinstance(item, Document):
-        return item
-    if isinstance(item, Mapping):
-        missing = [key for key in ("id", "text") if key not in item]
-        if missing:
-            raise ValueError(f"document {position} has no {' or '.join(missing)!r} field")
-        return Document(item["id"], item["text"], dict(item.get("metadata") or {}))
-    if isinstance(item, tuple) and len(item) == 2:
-        return Document(item[0], item[1])
-    raise TypeError(f"document {position} is a {type(item).__name__}; give a Document, a mapping or an (id, text) pair")
-
-
-def _document_list(docs: Iterable[DocumentLike]) -> Iterable[DocumentLike]:
-    if isinstance(docs, (str, bytes, Mapping, Document)):
-        raise TypeError(f"give a list of documents, not a single {type(docs).__name__}")
-    return docs
-
-
-def _index_path(path: str | os.PathLike[str]) -> Path:
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(f"give the index folder's path, not {path!r} (an empty path would turn the current "
-                         "folder into an index)")
-    resolved = Path(path).expanduser()
-    if resolved.exists() and not resolved.is_dir():
-        raise NotADirectoryError(f"{resolved} exists and is not a folder; an index is a folder")
-    return resolved
-
-
-def _check_encoder_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """Settings checked at open, so a bad one is refused before anything is written."""
-    for key in ("max_length", "batch_size"):
-        value = kwargs.get(key)
-        minimum = 8 if key == "max_length" else 1
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 class InstructionIndex:
@@ -138,123 +81,51 @@ class InstructionIndex:
         uses the server's HNSW (``hnsw_ef`` 128) unless ``exact=True`` asks for a full scan.
         """
         set_threads(threads)
+        folder = index_path(path)
+        options = OpenOptions(backend, qdrant_url, qdrant_api_key, hnsw, read_only, legacy_qdrant, exact)
+        for key, minimum in (("max_length", 8), ("batch_size", 1)):  # refused before anything is written
+            if encoder_kwargs.get(key) is not None:
+                check_int(key, encoder_kwargs[key], minimum)
         self = cls.__new__(cls)
-        self._setup(_index_path(path), model, backend, qdrant_url, qdrant_api_key, hnsw, read_only,
-                    legacy_qdrant, exact, encoder_kwargs)
+        self._setup(folder, model, options, encoder_kwargs)
         return self
 
-    def _setup(self, path: Path, model: str | InBedder | None, backend: str | None, qdrant_url: str | None,
-               qdrant_api_key: str | None, hnsw: bool, read_only: bool, legacy_qdrant: bool, exact: bool,
+    def _setup(self, path: Path, model: str | InBedder | None, options: OpenOptions,
                encoder_kwargs: dict[str, Any]) -> None:
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        if qdrant_url and backend == "faiss":
-            raise ValueError("qdrant_url is given but the backend is 'faiss'; pass backend='qdrant'")
-        _check_encoder_kwargs(encoder_kwargs)
-        if read_only and not (path / CORPUS_FILENAME).exists():
-            raise FileNotFoundError(f"no index at {path} to open read-only")
-        self.path = path
-        self.read_only = read_only
-        self._lock_fd: int | None = None
-        self._corpus_handle: Corpus | None = None
-        self._storage: Storage | None = None
+        self._state = state = IndexState(path, options)
+        self._sync = Sync(state)
         self._encoder_kwargs = encoder_kwargs
-        created_folder = not path.exists()
-        created_corpus = not (path / CORPUS_FILENAME).exists()
+        self.path, self.read_only, self.backend, self.hnsw = path, state.read_only, state.location.backend, state.hnsw
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            if not read_only:
-                self._lock()
-            self._corpus_handle = Corpus(inside(path, CORPUS_FILENAME), read_only=read_only)
-            corpus_file = self._corpus_handle.path
-            manifest = Manifest.parse(self._corpus_handle.get_meta(MANIFEST_KEY), corpus_file)
-            changed = manifest is None
-            if manifest is None:
-                if read_only:
-                    raise ManifestError(f"{corpus_file} has no index manifest; it is not an index")
-                chosen = backend or ("qdrant" if qdrant_url else "faiss")
-                manifest = Manifest.new(chosen, qdrant_url, hnsw, corpus_file)
-            elif not read_only and manifest.upgrade():
-                if manifest.backend == "qdrant":
-                    manifest.data["qdrant_url"] = qdrant_url
-                changed = True
-            manifest.check_backend(path, backend, qdrant_url)
-            self._manifest = manifest
-            self.backend = manifest.backend
-            self.hnsw = hnsw or bool(manifest.data.get("hnsw"))
-            self._qdrant_url = manifest.data.get("qdrant_url") or qdrant_url
-            self._storage = Storage(path, self.backend, index_id=manifest.index_id, qdrant_url=self._qdrant_url,
-                                    qdrant_api_key=qdrant_api_key, qdrant_storage=manifest.data.get("qdrant_storage"),
-                                    read_only=read_only, legacy_qdrant=legacy_qdrant, exact=exact)
-            self._sync = Sync(self._corpus_handle, self._storage, manifest, self._save_manifest)
-            self._encoder = InBedder(model, **encoder_kwargs) if isinstance(model, str) else model
+            recorded = state.manifest.model.id if state.manifest.model else None
+            self._encoder = InBedder(model_for_index(model, recorded), **encoder_kwargs) \
+                if isinstance(model, str) else model
             if self._encoder is not None:
-                self._check_model(self._encoder)
-            if not read_only:
-                self._finish_drops()
-                if changed:
-                    self._save_manifest()
+                self._adopt(self._encoder)
+            state.settle()
         except BaseException:
-            self._abandon(created_folder, created_corpus)
+            state.abandon()
             raise
 
-    def _abandon(self, created_folder: bool, created_corpus: bool) -> None:
-        """A failed open leaves nothing behind that it created (a later open starts afresh)."""
-        try:
-            self.close()
-        except InBedderError:
-            pass
-        if self.read_only:
-            return
-        if created_corpus:
-            for suffix in ("", "-wal", "-shm"):
-                (self.path / f"{CORPUS_FILENAME}{suffix}").unlink(missing_ok=True)
-            (self.path / LOCK_FILENAME).unlink(missing_ok=True)
-        if created_folder:
-            try:
-                self.path.rmdir()
-            except OSError:  # something else was put there meanwhile: leave it
-                pass
-
-    def _lock(self) -> None:
-        lock_path = self.path / LOCK_FILENAME
-        fd = open_regular(lock_path, os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise IndexLockedError(
-                f"{self.path} is open for writing by {holder}; close it there first, "
-                "or open this one with read_only=True to search"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        self._lock_fd = fd
-
-    def _check_model(self, encoder: InBedder) -> None:
-        self._manifest.check_model(self.path, encoder.model_id, encoder.fingerprint)
-        if self._manifest.data["model"] is None and not self.read_only:
-            self._manifest.data["model"] = {"id": encoder.model_id, "fingerprint": encoder.fingerprint,
-                                            "dim": encoder.dim, "max_length": encoder.max_length}
-            self._save_manifest()
+    def _adopt(self, encoder: InBedder) -> None:
+        self._state.adopt_model(encoder.model_id, encoder.fingerprint, encoder.dim, encoder.max_length)
 
     @property
     def encoder(self) -> InBedder:
         """The model, loaded on first use (listing and inspecting an index never loads it)."""
-        self._open_corpus()
+        self._state.corpus  # noqa: B018 - refuses a closed index
         if self._encoder is None:
-            recorded = self._manifest.data["model"]
-            name = recorded["id"] if recorded else DEFAULT_MODEL
+            recorded = self._state.manifest.model
+            name = model_for_index(None, recorded.id if recorded else None)
             kwargs = dict(self._encoder_kwargs)
             if recorded:
-                kwargs.setdefault("max_length", recorded.get("max_length", 512))
+                kwargs.setdefault("max_length", recorded.max_length or 512)
             try:
                 encoder = InBedder(name, **kwargs)
             except OSError as error:
                 raise InBedderError(f"{self.path} was built with model {name!r}, which cannot be loaded here "
                                     f"({error}); open the index with model=<the same model>") from error
-            self._check_model(encoder)
+            self._adopt(encoder)
             self._encoder = encoder
         return self._encoder
 
@@ -262,17 +133,7 @@ class InstructionIndex:
 
     def close(self) -> None:
         """Make everything durable and release the writer lock (closing twice is harmless)."""
-        try:
-            if self._storage is not None:
-                self._storage.close()
-        finally:
-            self._storage = None
-            if self._corpus_handle is not None:
-                self._corpus_handle.close()
-                self._corpus_handle = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+        self._state.close()
 
     def __enter__(self) -> InstructionIndex:
         return self
@@ -281,72 +142,36 @@ class InstructionIndex:
         self.close()
 
     def __len__(self) -> int:
-        return len(self._open_corpus())
-
-    def _open_corpus(self) -> Corpus:
-        if self._corpus_handle is None:
-            raise IndexClosedError(f"the index at {self.path} is closed; open it again with InstructionIndex.open")
-        return self._corpus_handle
+        return len(self._corpus)
 
     @property
     def _corpus(self) -> Corpus:
-        return self._open_corpus()
+        return self._state.corpus  # IndexClosedError once closed
 
-    # ----------------------------------------------------------------- manifest
-
-    def _save_manifest(self) -> None:
-        self._corpus.set_meta(MANIFEST_KEY, self._manifest.dumps())
-
-    def _writable(self) -> None:
-        self._open_corpus()
-        if self.read_only:
-            raise InBedderError(f"{self.path} is open read-only; open it without read_only=True to change it")
+    # ----------------------------------------------------------------- state
 
     def _begin_write(self) -> None:
         """Refuse a closed or read-only index, then finish what an interrupted write left."""
-        self._writable()
-        unfinished = self._sync.unfinished()
-        if unfinished:
-            logger.warning("%s: finishing an interrupted write (%s)", self.path,
-                           ", ".join(repr(i) for i in unfinished))
-            self._sync.run(self.encoder, unfinished, None, answers=self._answers(unfinished))
+        self._state.writable()
+        self._sync.finish_interrupted(self._encoding)
 
-    def _finish_drops(self) -> None:
-        """Delete the collections of an interrupted ``drop_instruction`` (already out of the manifest)."""
-        dim = (self._manifest.data.get("model") or {}).get("dim", 1)  # every collection holds the model's vectors
-        for name in list(self._manifest.dropping):
-            self._storage.drop_name(name, dim=dim)
-            self._manifest.dropping.remove(name)
-            self._save_manifest()
+    def _encoding(self, instructions: Sequence[str]) -> LocalEncoding:
+        """This process's model, keeping answers when any of the instructions does."""
+        return LocalEncoding(self.encoder, self._sync.answers_wanted(instructions))
 
     def instructions(self) -> list[str]:
         """The instructions this index has a collection for, oldest first."""
-        self._open_corpus()
-        return self._manifest.instructions()
+        return self._state.instructions()
 
     def _entry(self, instruction: str) -> dict[str, Any]:
-        self._open_corpus()
-        return self._manifest.entry(instruction)
+        """An instruction's manifest entry as stored (for inspection)."""
+        return self._state.entry(instruction).to_json()
 
     def _backend(self, instruction: str) -> VectorBackend:
         """A collection for reading: never created by a read, an error naming it when it is missing."""
-        entry = self._entry(instruction)  # first: it refuses a closed index
-        return self._storage.collection(entry)
-
-    def _answers(self, instructions: Sequence[str]) -> bool:
-        return any(self._entry(i).get("answers", True) for i in instructions)
+        return self._state.collection(instruction)
 
     # ----------------------------------------------------------------- documents
-
-    def _prepare_documents(self, docs: Iterable[DocumentLike]) -> list[Document]:
-        """Documents checked, and everything their encoding needs opened, before any write."""
-        documents = [as_document(d, i) for i, d in enumerate(_document_list(docs))]
-        instructions = self.instructions()
-        if instructions and documents:
-            self.encoder  # noqa: B018 - a model that cannot load (or a bad setting) fails before the corpus changes
-            for instruction in instructions:
-                self._sync.collection(instruction)  # a corrupt collection fails now, not after the corpus write
-        return documents
 
     def add(self, docs: Iterable[DocumentLike]) -> list[str]:
         """Add new documents; returns their ids.
@@ -355,24 +180,12 @@ class InstructionIndex:
         text and metadata is skipped, so rerunning an interrupted ``add`` completes it.
         """
         self._begin_write()
-        documents = [as_document(d, i) for i, d in enumerate(_document_list(docs))]
-        stored = {d.id: d for d in self._corpus.get([d.id for d in documents])}
-        self._corpus.refuse_existing([d.id for d in documents if d.id in stored and d != stored[d.id]])
-        new = [d for d in documents if d.id not in stored]
-        self._prepare_documents(new)
-        self._corpus.add(new)
-        self._sync_all([d.id for d in new])
-        return [d.id for d in new]
+        return self._sync.add(as_documents(docs), self._encoding)
 
     def upsert(self, docs: Iterable[DocumentLike]) -> list[str]:
         """Insert or replace documents; only new or changed texts are encoded. Returns the ids encoded."""
         self._begin_write()
-        documents = self._prepare_documents(docs)
-        changed = self._corpus.upsert(documents)
-        encoded = set(changed)  # re-encoded documents get fresh payloads with their vectors
-        self._refresh_payloads([d for d in documents if d.id not in encoded])
-        self._sync_all(changed)
-        return changed
+        return self._sync.upsert(as_documents(docs), self._encoding)
 
     def store_documents(self, docs: Iterable[DocumentLike]) -> list[str]:
         """Insert or replace documents without encoding them; returns the ids whose text is new or changed.
@@ -381,62 +194,28 @@ class InstructionIndex:
         ``inbedder_index.distributed.build``, encodes them); metadata-only changes are applied
         to the stored payloads at once.
         """
-        self._writable()
-        documents = self._prepare_documents(docs)
-        changed = self._corpus.upsert(documents)
-        encoded = set(changed)
-        self._refresh_payloads([d for d in documents if d.id not in encoded])
-        return changed
+        self._state.writable()
+        return self._sync.upsert(as_documents(docs), self._encoding, encode=False)
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         """Delete documents from the corpus and every collection. Returns the ids that existed."""
         wanted = validate_ids(ids)  # a bare string is refused, not read as one id per character
         self._begin_write()
-        backends = [self._sync.collection(instruction) for instruction in self.instructions()]
-        existed = self._corpus.delete(wanted)
-        for instruction, backend in zip(self.instructions(), backends):
-            backend.delete(existed)
-            backend.flush()
-            entry = self._entry(instruction)
-            entry["count"] = backend.count()
-        if existed:
-            self._save_manifest()
-        return existed
+        return self._sync.delete(wanted)
 
     def get(self, ids: Sequence[str]) -> list[Document]:
         """The stored documents among ``ids``, in the given order."""
         return self._corpus.get(ids)
 
     def ids(self, filter: Mapping[str, Any] | None = None) -> list[str]:
-        """Every document id (insertion order), or those whose metadata match ``filter``."""
-        if not filter:
-            return self._corpus.ids()
-        validate_filter(filter)
-        matching = self._corpus.ids_matching(filter)
-        return [doc_id for doc_id in self._corpus.ids() if doc_id in matching]
+        """Every document id (insertion order), or those that pass ``filter`` (metadata fields and
+        ``"$answer"``, see ``inbedder_index.search``)."""
+        matching = _search.matching_ids(self._source(), filter)
+        return [doc_id for doc_id in self._corpus.ids() if matching is None or doc_id in matching]
 
     def get_vectors(self, ids: Sequence[str], instruction: str) -> dict[str, np.ndarray]:
         """Stored vectors of ``ids`` under ``instruction`` (ids without one are left out)."""
         return self._backend(instruction).get_vectors(list(ids))
-
-    def _refresh_payloads(self, documents: Sequence[Document]) -> None:
-        """Rewrite the stored metadata of documents whose text (so vector) did not change."""
-        if not documents:
-            return
-        for instruction in self.instructions():
-            backend = self._sync.collection(instruction)
-            if not backend.filters_payload:  # metadata is filtered through the corpus: nothing to refresh
-                continue
-            vectors = backend.get_vectors([d.id for d in documents])
-            present = [d for d in documents if d.id in vectors]
-            if present:
-                backend.upsert([d.id for d in present], np.stack([vectors[d.id] for d in present]),
-                               [d.metadata for d in present])
-
-    def _sync_all(self, ids: Sequence[str]) -> None:
-        instructions = self.instructions()
-        if instructions and ids:
-            self._sync.run(self.encoder, instructions, ids, answers=self._answers(instructions))
 
     # ----------------------------------------------------------------- instructions
 
@@ -454,9 +233,9 @@ class InstructionIndex:
     def add_instructions(self, instructions: Sequence[str], *, answers: bool = True,
                          show_progress_bar: bool | None = None, batch_size: int = 256) -> int:
         """``add_instruction`` for several instructions in one pass over the corpus."""
-        _check_batch_size(batch_size)
+        check_int("batch_size", batch_size)
         wanted = self.register_instructions(instructions, answers=answers)
-        return self._sync.run(self.encoder, wanted, None, answers=answers, show_progress_bar=show_progress_bar,
+        return self._sync.run(LocalEncoding(self.encoder, answers), wanted, None, show_progress_bar=show_progress_bar,
                               batch_size=batch_size)
 
     def register_instructions(self, instructions: Sequence[str], *, answers: bool = True) -> list[str]:
@@ -465,144 +244,82 @@ class InstructionIndex:
         For builds that encode elsewhere (``inbedder_index.distributed``); returns the
         instructions without duplicates, in order. ``add_instructions`` is this plus the encoding.
         """
-        self._writable()
-        if isinstance(instructions, str):
-            instructions = [instructions]
-        wanted = list(dict.fromkeys(instructions))
-        if not wanted:
-            raise ValueError("give at least one instruction")
-        for instruction in wanted:
-            if not isinstance(instruction, str) or not instruction.strip():
-                raise ValueError(f"instruction {instruction!r} is empty or not a string")
-        encoder = self.encoder
-        prompts = getattr(encoder, "prompts", None)  # adapters over other embedders have no prompt rule
-        for instruction in wanted:
-            if prompts is not None:
-                prompts.input_budget(instruction)  # too long for max_length: refused before it is registered
-        new = [i for i in wanted if i not in self._manifest.collections]
-        for instruction in new:
-            self._manifest.add_entry(self.path, instruction, encoder.fingerprint, encoder.dim, self.hnsw, answers)
-        try:
-            for instruction in new:
-                self._sync.collection(instruction)
-        except BaseException:
-            for instruction in new:
-                del self._manifest.collections[instruction]
-            raise
-        self._save_manifest()
+        self._state.writable()
+        wanted = unique_instructions(instructions)
+        self._sync.register(wanted, self.encoder, answers)
         return wanted
 
     def sync_state(self) -> Sync:
         """The corpus, collections and manifest as a build needs them, for a build that encodes
         elsewhere (``inbedder_index.distributed``); refuses a closed or read-only index."""
-        self._writable()
+        self._state.writable()
         return self._sync
 
     def ensure_instruction(self, instruction: str, *, answers: bool = True) -> str:
         """Build ``instruction``'s collection if it is new (a read-only index only checks it exists)."""
-        if instruction not in self._manifest.collections:
+        if instruction not in self.instructions():
             if self.read_only:
-                self._entry(instruction)  # raises UnknownInstructionError listing the known ones
+                self._state.entry(instruction)  # raises UnknownInstructionError listing the known ones
             self.add_instruction(instruction, answers=answers)
         return instruction
 
     def drop_instruction(self, instruction: str) -> None:
-        """Delete an instruction's collection (the corpus and other collections stay).
-
-        The manifest forgets it first (and remembers the name until the data is gone), so a
-        drop cut short never leaves an index that counts a collection it no longer has.
-        """
-        self._writable()
-        entry = self._entry(instruction)
-        with self._corpus.transaction():
-            del self._manifest.collections[instruction]
-            self._manifest.dropping.append(entry["name"])
-            self._corpus.forget_collection(entry["name"])
-            self._save_manifest()
-        self._storage.drop(entry)
-        self._manifest.dropping.remove(entry["name"])
-        self._save_manifest()
+        """Delete an instruction's collection (the corpus and other collections stay); a drop cut
+        short is finished by the next writer's open."""
+        self._state.writable()
+        self._state.drop(instruction)
 
     # ----------------------------------------------------------------- search
 
+    def _source(self) -> _search.Source:
+        """What ``inbedder_index.search`` reads from this index."""
+        return _search.Source(
+            corpus=self._corpus, collection=self._backend,
+            collection_name=lambda instruction: self._state.entry(instruction).name,
+            keeps_answers=lambda instruction: self._state.entry(instruction).answers,
+            encoder=lambda: self.encoder, where=str(self.path))
+
     def search(self, query: str, instruction: str, k: int = 10, filter: Mapping[str, Any] | None = None) -> list[Hit]:
-        """The ``k`` documents nearest to ``query`` when both are embedded under ``instruction``."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, not {type(query).__name__}")
-        self._backend(instruction)  # an unknown or missing collection fails before the model loads
-        vector = self.encoder.encode([query], instruction)[0]
-        return self.search_by_vector(vector, instruction, k=k, filter=filter)
+        """The ``k`` documents nearest to ``query`` when both are embedded under ``instruction``.
+
+        ``filter`` holds metadata fields and, under ``"$answer"``, stored answers per instruction:
+        ``{"$answer": {"How does the customer feel?": ["angry", "furious"]}, "lang": "en"}``.
+        """
+        return _search.search_text(self._source(), query, instruction, k=k, filter=filter)
 
     def search_by_vector(self, vector: Sequence[float] | np.ndarray, instruction: str, k: int = 10,
                          filter: Mapping[str, Any] | None = None) -> list[Hit]:
         """Like ``search`` for a vector you already have (e.g. from ``encoder.encode``)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        validate_filter(filter)
-        backend = self._backend(instruction)
-        if backend.count() == 0 and len(self._corpus):
-            raise IncompleteIndexError(
-                f"the collection of {instruction!r} holds no vectors, though the index has {len(self._corpus)} "
-                f"documents; finish it with: inbedder-index build {self.path} --instruction {instruction!r}"
-            )
-        candidates = None
-        if filter and not backend.filters_payload:
-            candidates = self._corpus.ids_matching(filter)
-            if not candidates:
-                return []
-        found = backend.search(np.asarray(vector, dtype=np.float32), k, filter=filter if backend.filters_payload else None,
-                               candidate_ids=candidates)
-        return self._hits(instruction, found)
+        return _search.search_vector(self._source(), vector, instruction, k=k, filter=filter)
 
-    def _hits(self, instruction: str, found: Sequence[tuple[str, float]]) -> list[Hit]:
-        ids = [doc_id for doc_id, _ in found]
-        docs = {d.id: d for d in self._corpus.get(ids)}
-        answers = self._corpus.get_answers(self._entry(instruction)["name"], ids)
-        return [
-            Hit(doc_id, float(score), docs[doc_id].text, dict(docs[doc_id].metadata), answers.get(doc_id))
-            for doc_id, score in found
-            if doc_id in docs
-        ]
+    def search_combined(self, queries: Mapping[str, str], *, k: int = 10, weights: Mapping[str, float] | None = None,
+                        filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The ``k`` documents that best match several instructions at once: ``queries`` maps each
+        instruction to the query text under it, and a document scores the weighted sum of its
+        cosines (equal weights by default). Each hit has its score and answer under every one."""
+        return _search.search_combined(self._source(), queries, k=k, weights=weights, filter=filter)
+
+    def search_combined_by_vectors(self, vectors: Mapping[str, Sequence[float] | np.ndarray], *, k: int = 10,
+                                   weights: Mapping[str, float] | None = None,
+                                   filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """Like ``search_combined`` for query vectors you already have, one per instruction."""
+        return _search.search_combined_vectors(self._source(), vectors, k=k, weights=weights, filter=filter)
+
+    def facets(self, instruction: str, *, k: int = 20, filter: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
+        """The ``k`` most frequent stored answers under ``instruction`` (normalised: case, spacing,
+        trailing punctuation), with counts, over the documents that pass ``filter``."""
+        return _search.facets(self._source(), instruction, k=k, filter=filter)
 
     def vectors(self, instruction: str, batch_size: int = 1024) -> Iterator[tuple[list[Document], np.ndarray]]:
         """Every document with its vector under ``instruction``, in corpus order (for clustering)."""
-        backend = self._backend(instruction)
-        for batch in self._corpus.iter_batches(batch_size):
-            stored = backend.get_vectors([d.id for d in batch])
-            present = [d for d in batch if d.id in stored]
-            if present:
-                yield present, np.stack([stored[d.id] for d in present])
+        return self._state.vectors(instruction, batch_size)
 
     def answers(self, instruction: str, ids: Sequence[str]) -> dict[str, str]:
         """The model's stored short answers for ``ids`` under ``instruction``."""
-        return self._corpus.get_answers(self._entry(instruction)["name"], ids)
+        return self._corpus.get_answers(self._state.entry(instruction).name, ids)
 
     # ----------------------------------------------------------------- inspection
 
-    def _collection_stats(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """A manifest entry with what is really stored: the backend's count and the pending work."""
-        stats = dict(entry)
-        stats["pending"] = self._corpus.pending_count(entry["name"])
-        try:
-            stats["count"] = self._storage.collection(entry).count()
-            stats["problem"] = None
-        except MissingCollectionError as exc:
-            stats["count"] = 0
-            stats["problem"] = str(exc)
-        if stats["pending"] and stats["problem"] is None:
-            stats["problem"] = (f"{stats['pending']} documents have no up-to-date vector (an interrupted write); "
-                                "the next write, or `inbedder-index build` with this instruction, finishes it")
-        return stats
-
     def stats(self) -> dict[str, Any]:
         """What is stored: documents, backend, model and each collection, with any unfinished work."""
-        return {
-            "path": str(self.path),
-            "index_id": self._manifest.index_id,
-            "documents": len(self._corpus),
-            "backend": self.backend,
-            "qdrant_url": self._qdrant_url,
-            "hnsw": self.hnsw,
-            "model": self._manifest.data["model"],
-            "collections": [self._collection_stats(entry) for entry in self._manifest.collections.values()],
-        }
+        return self._state.stats()

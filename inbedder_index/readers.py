@@ -1,25 +1,22 @@
 """Documents from files: JSON Lines, CSV, or plain text with one document per line.
 
 Everything is read and checked before anything is stored, so a bad file never leaves an
-index half-updated. Errors name the file and line.
+index half-updated. Errors name the file and line. ``json_lines`` is the library's one JSON
+Lines parser (documents, evaluation sets and training data all read through it).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .corpus import Document
-from .errors import InBedderError
+from .errors import InputFileError
 
 FORMATS = ("jsonl", "csv", "text")
-
-
-class InputFileError(InBedderError, ValueError):
-    """An input file cannot be read as documents; the message names the file and line."""
 
 
 def guess_format(path: Path) -> str:
@@ -31,6 +28,19 @@ def guess_format(path: Path) -> str:
     return "text"
 
 
+def json_lines(lines: Iterable[str], invalid: Callable[[int, str], Exception]) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line; a line that is not JSON raises
+    ``invalid(line number, the parser's reason)``, so each caller names the file its own way."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise invalid(number, error.msg) from error
+        yield number, value
+
+
 def _records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) pairs; plain text gives ``{"text": line}``."""
     with open(path, encoding="utf-8", newline="") as handle:
@@ -40,16 +50,13 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             for record in reader:
                 yield reader.line_num, dict(record)
             return
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if fmt == "text":
-                yield number, {"text": line.rstrip("\r\n")}
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputFileError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+        if fmt == "text":
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, {"text": line.rstrip("\r\n")}
+            return
+        rows = json_lines(handle, lambda n, why: InputFileError(f"{path}: line {n} is not valid JSON ({why})"))
+        for number, record in rows:
             if not isinstance(record, dict):
                 raise InputFileError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object")
             yield number, record

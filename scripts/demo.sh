@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
+inbedder-index export  # once: the default model's ONNX graph, so later commands need no PyTorch on a CPU
 INDEX=${INDEX:-$(mktemp -d)/customer-index}
 FEEL="How does the customer feel?"
 WANT="What does the customer want?"

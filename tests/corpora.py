@@ -36,6 +36,13 @@ SMALL_CORPUS = [
     ("d", "Please change my delivery address.", {"shop": "east"}),
 ]
 
+
+def feedback_documents() -> list[dict[str, Any]]:
+    """SMALL_CORPUS, ANGRY and REFUND as documents: ten messages that differ in feeling and in want."""
+    return [{"id": doc_id, "text": text, "metadata": metadata} for doc_id, text, metadata in SMALL_CORPUS] + [
+        {"id": doc_id, "text": text} for doc_id, text in {**ANGRY, **REFUND}.items()]
+
+
 _T = TypeVar("_T")
 
 

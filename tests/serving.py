@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 
 from inbedder_index import InBedder, InstructionIndex
@@ -26,3 +31,23 @@ def running(encoder: InBedder | None = None, indexes: Mapping[str, InstructionIn
             yield url, service
     finally:
         service.close()
+
+
+def start_cli_server(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """``inbedder-index serve ARGS --port 0`` in a child process, and its URL once it listens."""
+    process = subprocess.Popen([sys.executable, "-m", "inbedder_index.cli", "serve", *args, "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
+    line = process.stderr.readline()
+    match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+    if not match:
+        process.kill()
+        raise AssertionError(line + process.stderr.read())
+    return process, match.group(1)
+
+
+def stop(process: subprocess.Popen, how: int = signal.SIGINT) -> tuple[int, str]:
+    """Sends ``how`` and waits: the exit code and what the server wrote to stderr."""
+    process.send_signal(how)
+    _, err = process.communicate(timeout=30)
+    return process.returncode, err

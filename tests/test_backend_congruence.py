@@ -9,11 +9,17 @@ Every backend is checked against a NumPy brute-force reference and the reference
 semantics of ``backends.base.filter_matches``, so passing here means they agree with each
 other. FAISS resolves filters through ``candidate_ids`` (as the index does with its corpus),
 Qdrant natively through ``filter``.
+
+The last section runs the index-level features that combine collections with the corpus on
+every backend an index can use (FAISS flat and HNSW, embedded Qdrant, a Qdrant server): answer
+filters (``"$answer"``) in ``search``, ``search_combined``, ``facets`` and ``ids``, and combined
+search against NumPy over the stored vectors.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,8 +41,11 @@ from inbedder_index.backends import (  # noqa: E402
     make_qdrant_client,
     open_backend,
 )
+import answered_index as answered  # noqa: E402
+from inbedder_index import InBedder, InstructionIndex, search as search_module  # noqa: E402
 from inbedder_index.backends.migrate import migrate  # noqa: E402
 from inbedder_index.errors import CollectionNotFoundError  # noqa: E402
+from tiny_models import make_model  # noqa: E402
 
 DIM = 16
 N = 60
@@ -487,3 +496,89 @@ def test_migrate_moves_every_point_with_its_id_and_metadata(env: Env, source_kin
                               brute_force(VECTORS[1], 12, IDS + ["already-there"], vectors, allowed))
     finally:
         source_env.close()
+
+
+# --------------------------------------------------------------------------- index level: answers, combined search
+
+INDEX_KINDS = ["faiss-flat", "faiss-hnsw", "qdrant-edge", "qdrant-server"]
+FEEL, WANT, TOPIC = answered.FEEL, answered.WANT, answered.TOPIC
+ANSWER_FILTERS = [
+    {"$answer": {FEEL: "angry"}},
+    {"$answer": {FEEL: ["ANGRY!", "furious"]}},
+    {"$answer": {FEEL: ["happy", "calm"], WANT: "a refund."}},
+    {"$answer": {WANT: ["help"]}, "lang": "fr"},
+    {"$answer": {TOPIC: "billing"}, "n": [0, 1], "lang": ["fr", "de"]},
+    {"$answer": {FEEL: "bored"}},  # nobody
+    {"lang": "en"},
+]
+
+
+@pytest.fixture(scope="module", params=INDEX_KINDS)
+def answered_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstructionIndex]:
+    """An index of N documents with chosen vectors and answers under three instructions, per backend."""
+    kind = request.param
+    if kind == "qdrant-server" and server_url() is None:
+        pytest.skip(SKIP_REASON)
+    model, tokenizer = make_model("llama")
+    encoder = InBedder.from_model(model, tokenizer, model_id="tiny-llama", max_length=96)
+    server = {"qdrant_url": server_url(), "qdrant_api_key": server_api_key()} if kind == "qdrant-server" else {}
+    index = InstructionIndex.open(tmp_path_factory.mktemp(kind) / "idx", model=encoder,
+                                  backend="faiss" if kind.startswith("faiss") else "qdrant",
+                                  hnsw=kind == "faiss-hnsw", **server)
+    answers = answered.answers_for(N)
+    answered.write(index, answered.corpus(N),
+                   {i: unit_vectors(N, dim=encoder.dim, seed=10 + s) for s, i in enumerate(answers)}, answers)
+    yield index
+    if server:  # a shared server: leave nothing behind
+        for instruction in index.instructions():
+            index.drop_instruction(instruction)
+    index.close()
+
+
+def allowed_ids(index: InstructionIndex, flt: Mapping[str, Any]) -> set[str]:
+    """The reference: metadata by ``filter_matches``, answers by the normal forms the test knows."""
+    given = answered.answers_for(N)
+    wanted = {instruction: {answered.NORMALISED.get(a, a.lower().rstrip(".!?")) for a in
+                            ([answers] if isinstance(answers, str) else answers)}
+              for instruction, answers in flt.get("$answer", {}).items()}
+    metadata = {key: value for key, value in flt.items() if key != "$answer"}
+    return {doc.id for position, doc in enumerate(index.get(index.ids()))
+            if filter_matches(metadata, doc.metadata)
+            and all(answered.NORMALISED[given[i][position]] in wanted[i] for i in wanted)}
+
+
+@pytest.mark.parametrize("flt", ANSWER_FILTERS)
+def test_answer_filters_agree_with_the_reference_on_every_backend(answered_index: InstructionIndex,
+                                                                  flt: dict[str, Any]) -> None:
+    allowed = allowed_ids(answered_index, flt)
+    assert answered_index.ids(flt) == [doc_id for doc_id in answered_index.ids() if doc_id in allowed]
+    query = unit_vectors(1, dim=answered_index.encoder.dim, seed=77)[0]
+    expected = answered.brute_force(answered_index, {TOPIC: query}, {}, allowed)
+    assert_hits_equal([(h.id, h.score) for h in answered_index.search_by_vector(query, TOPIC, k=8, filter=flt)],
+                      expected[:8])
+    given = answered.answers_for(N)
+    positions = {doc_id: p for p, doc_id in enumerate(answered_index.ids())}
+    counts = Counter(answered.NORMALISED[given[WANT][positions[doc_id]]] for doc_id in allowed)
+    assert dict(answered_index.facets(WANT, k=50, filter=flt)) == counts
+
+
+@pytest.mark.parametrize("flt", [None, *ANSWER_FILTERS[1:4]])
+@pytest.mark.parametrize("weights", [None, {FEEL: 0.3, TOPIC: 2.0}, {WANT: 0.0}])
+def test_combined_search_agrees_with_brute_force_on_every_backend(
+        answered_index: InstructionIndex, flt: dict[str, Any] | None, weights: dict[str, float] | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_module, "MIN_CANDIDATES", 2)  # widening from few candidates is exercised too
+    monkeypatch.setattr(search_module, "CANDIDATES_PER_HIT", 1)
+    dim = answered_index.encoder.dim
+    queries = {i: unit_vectors(1, dim=dim, seed=40 + s)[0] for s, i in enumerate((FEEL, WANT, TOPIC))}
+    allowed = allowed_ids(answered_index, flt or {})
+    expected = answered.brute_force(answered_index, queries, weights or {}, allowed)
+    given = answered.answers_for(N)
+    positions = {doc_id: p for p, doc_id in enumerate(answered_index.ids())}
+    for k in (1, 5, N):
+        hits = answered_index.search_combined_by_vectors(queries, k=k, weights=weights, filter=flt)
+        assert_hits_equal([(h.id, h.score) for h in hits], expected[:k])
+        for hit in hits:
+            assert hit.answers == {i: given[i][positions[hit.id]] for i in queries}
+            assert hit.score == pytest.approx(sum((weights or {}).get(i, 1.0) * s for i, s in hit.scores.items()),
+                                              abs=1e-5)

@@ -182,3 +182,80 @@ def test_train_rejects_bad_data(tmp_path, model_dir, capsys):
     bad.write_text('{"key": "passage", "value": "question?"}\n')
     code, _, err = run(capsys, "train", "--data", str(bad), "--base", model_dir, "--output", str(tmp_path / "o"))
     assert code == 2 and "line 1" in err
+
+
+# ----------------------------------------------------------------- several instructions, facets, answer filters
+
+
+def test_search_under_several_instructions_equals_the_library(built, capsys):
+    from inbedder_index import InstructionIndex
+
+    index, _ = built
+    with InstructionIndex.open(index, read_only=True) as opened:  # closed before the CLI opens it
+        different = opened.search_combined({FEEL: "angry", WANT: "a refund"}, k=3)
+        weighted = opened.search_combined({FEEL: "refund", WANT: "refund"}, k=6, weights={WANT: 2.5})
+    code, out, err = run(capsys, "search", index, "--query-under", f"{FEEL}=angry", "--query-under",
+                         f"{WANT}=a refund", "-k", "3", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert [h["id"] for h in got] == [h.id for h in different]
+    for hit, want in zip(got, different):
+        assert hit["scores"] == pytest.approx(want.scores, abs=1e-5) and hit["answers"] == want.answers
+    code, out, err = run(capsys, "search", index, "refund", "--instruction", FEEL, "--instruction", WANT,
+                         "--weight", f"{WANT}=2.5", "--json")
+    assert code == 0, err
+    assert [(h["id"], pytest.approx(h["score"], abs=1e-5)) for h in json.loads(out)] == \
+        [(h.id, h.score) for h in weighted]
+    code, out, _ = run(capsys, "search", index, "--query-under", f"{FEEL}=angry", "--query-under", f"{WANT}=refund",
+                       "-k", "2")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4 and lines[0].split()[:2] == ["id", "score"] and FEEL in lines[0]
+
+
+def test_facets_and_answer_filters(built, capsys):
+    from inbedder_index import InstructionIndex
+
+    index, _ = built
+    with InstructionIndex.open(index, read_only=True) as opened:
+        facets = opened.facets(FEEL)
+        top = next(answer for answer, _ in facets if "," not in answer)
+        flt = {"$answer": {FEEL: [top]}, "shop": "north"}
+        filtered_facets = opened.facets(WANT, filter=flt)
+        filtered_hits = opened.search("refund", WANT, k=6, filter=flt)
+    assert sum(count for _, count in facets) == len(ROWS)
+    code, out, err = run(capsys, "facets", index, "--instruction", FEEL, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"instruction": FEEL, "facets": [{"answer": a, "count": n} for a, n in facets]}
+    code, out, err = run(capsys, "facets", index, "--instruction", WANT, "--answer", f"{FEEL}={top.upper()}.",
+                         "--filter", "shop=north", "--json")
+    assert code == 0, err
+    assert [(f["answer"], f["count"]) for f in json.loads(out)["facets"]] == filtered_facets
+    assert search_ids(capsys, index, "refund", WANT, "-k", "6", "--answer", f"{FEEL}=no such answer,{top}",
+                      "--filter", "shop=north") == [h.id for h in filtered_hits]
+    code, out, _ = run(capsys, "facets", index, "--instruction", FEEL, "--k", "1")
+    assert code == 0 and out.splitlines()[0].split() == ["answer", "documents"] and len(out.splitlines()) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--query-under", "no equals sign"], "is not INSTRUCTION=QUERY"),
+    (["refund"], "give QUERY together with --instruction"),
+    (["--instruction", FEEL], "give QUERY together with --instruction"),
+    ([], "nothing to search for"),
+    (["--query-under", f"{FEEL}=x", "--weight", f"{FEEL}=heavy"], "is not a number"),
+    (["--query-under", f"{FEEL}=x", "--weight", f"{WANT}=2"], "has no query"),
+    (["x", "--instruction", FEEL, "--answer", "no-instruction"], "is not INSTRUCTION=ANSWER"),
+])
+def test_bad_combined_searches_exit_2_naming_the_problem(built, capsys, argv, message):
+    index, _ = built
+    code, _, err = run(capsys, "search", index, *argv)
+    assert code == 2 and message in err, err
+
+
+def test_facets_of_an_index_built_without_answers_say_so(tmp_path, model_dir, capsys):
+    source = write_jsonl(tmp_path / "docs.jsonl", ROWS)
+    index = str(tmp_path / "plain")
+    code, _, err = run(capsys, "build", index, "--input", str(source), "--instruction", FEEL, "--model", model_dir,
+                       "--no-answers")
+    assert code == 0, err
+    code, _, err = run(capsys, "facets", index, "--instruction", FEEL)
+    assert code == 2 and "answers=False" in err

@@ -9,6 +9,7 @@ import torch
 from inbedder_index import EmbeddingCache, InBedder
 from inbedder_index.encoder import plan_batches
 from inbedder_index.errors import ModelNotAvailableError
+from inbedder_index.models import DEFAULT_MODEL, resolve_name
 from inbedder_index.prompt import INSTRUCTION_PART, PromptBuilder
 from tiny_models import make_model
 
@@ -193,7 +194,7 @@ def test_prompt_parts_do_not_depend_on_each_other(tiny):
 @pytest.mark.slow
 def test_default_model_loads_offline_and_follows_instructions(default_encoder):
     """On a crafted 2 feelings x 3 wants sample, each text's nearest neighbour shares the instructed aspect."""
-    assert default_encoder.model_id == "inbedder-smollm2-135m"
+    assert default_encoder.model_id == resolve_name(DEFAULT_MODEL)
     samples = [  # (text, feeling, want): every feeling meets every want
         ("I am furious, my laptop arrived broken. I want my money back.", "angry", "refund"),
         ("Thanks so much, lovely service! I'd still like a refund for the extra charge though.", "happy", "refund"),

@@ -88,11 +88,12 @@ class TestVectorStoreInBedder(VectorStoreIntegrationTests):
 def test_with_instruction_shares_the_loaded_model(monkeypatch) -> None:
     loads = []
 
-    def fake_inbedder(model: str, **kwargs) -> InBedder:
+    def fake_connect(model: str, *, base_url: str | None, api_key: str | None, **kwargs) -> InBedder:
+        assert base_url is None and api_key is None  # a local model, chosen by inbedder_index.connect
         loads.append((model, kwargs))
         return tiny_encoder()
 
-    monkeypatch.setattr(embeddings_module, "InBedder", fake_inbedder)
+    monkeypatch.setattr(embeddings_module, "connect", fake_connect)
     feel = InBedderEmbeddings(instruction=FEEL, model_kwargs={"device": "cpu"})
     assert loads == []  # lazy
     want = feel.with_instruction(WANT, query_instruction="What does this query ask for?")
@@ -186,6 +187,26 @@ def test_filters_scores_and_retriever(store: InBedderVectorStore) -> None:
     retriever = store.as_retriever(search_kwargs={"k": 2, "instruction": WANT, "filter": {"shop": "north"}})
     assert {d.id for d in retriever.invoke("refund")} == {"a", "c"}
     assert store.index.instructions() == [FEEL, WANT]
+
+
+def test_several_instructions_at_once(store: InBedderVectorStore) -> None:
+    query = "I want my money back"
+    pairs = store.similarity_search_with_score(query, k=4, instructions=[FEEL, WANT], weights={WANT: 2.0})
+    assert store.index.instructions() == [FEEL, WANT]  # built on first use, as for instruction=
+    texts = [d.page_content for d in DOCS]
+    combined = sum(weight * (tiny_encoder().encode(texts, i) @ tiny_encoder().encode(query, i))
+                   for i, weight in ((FEEL, 1.0), (WANT, 2.0)))
+    assert [doc.id for doc, _ in pairs] == [DOCS[i].id for i in np.argsort(-combined)]
+    np.testing.assert_allclose([s for _, s in pairs], np.sort(combined)[::-1], atol=1e-5)
+    retriever = store.as_retriever(search_kwargs={"k": 2, "instructions": [FEEL, WANT], "filter": {"shop": "north"}})
+    expected = store.similarity_search(query, k=2, filter={"shop": "north"}, instructions=[FEEL, WANT])
+    assert retriever.invoke(query) == expected and {d.id for d in expected} == {"a", "c"}
+    with pytest.raises(ValueError, match="not both"):
+        store.similarity_search(query, instruction=FEEL, instructions=[WANT])
+    with pytest.raises(ValueError, match="give instructions= too"):
+        store.similarity_search(query, weights={FEEL: 1.0})
+    with pytest.raises(TypeError, match="list of instructions"):
+        store.similarity_search(query, instructions=FEEL)
 
 
 def test_by_vector_and_mmr(store: InBedderVectorStore) -> None:

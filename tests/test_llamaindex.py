@@ -33,11 +33,12 @@ from inbedder_index.models import DEFAULT_MODEL
 def test_with_instruction_shares_the_loaded_model(monkeypatch) -> None:
     loads = []
 
-    def fake_inbedder(model: str, **kwargs) -> InBedder:
+    def fake_connect(model: str, *, base_url: str | None, api_key: str | None, **kwargs) -> InBedder:
+        assert base_url is None and api_key is None  # a local model, chosen by inbedder_index.connect
         loads.append((model, kwargs))
         return tiny_encoder()
 
-    monkeypatch.setattr(embeddings_module, "InBedder", fake_inbedder)
+    monkeypatch.setattr(embeddings_module, "connect", fake_connect)
     feel = InBedderEmbedding(instruction=FEEL, model_kwargs={"device": "cpu"}, embed_batch_size=4)
     assert loads == []  # lazy
     want = feel.with_instruction(WANT, query_instruction="What does this query ask for?")
@@ -127,6 +128,32 @@ def test_vector_store_index_round_trip_with_instruction_per_query(store: InBedde
     for instruction in (FEEL, WANT):  # every collection got it
         top = index.as_retriever(similarity_top_k=1, vector_store_kwargs={"instruction": instruction})
         assert top.retrieve(new.get_content(metadata_mode=MetadataMode.EMBED))[0].node.ref_doc_id == "e"
+
+
+def test_a_retriever_under_several_instructions_at_once(store: InBedderVectorStore) -> None:
+    index = build(store)
+    nodes = store.get_nodes()
+    query = "I want my money back"
+    retriever = index.as_retriever(similarity_top_k=4, vector_store_kwargs={"instructions": [FEEL, WANT],
+                                                                           "weights": {FEEL: 0.5}})
+    results = retriever.retrieve(query)
+    assert store.client.instructions() == [FEEL, WANT]  # built on first use
+    texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+    combined = sum(weight * (tiny_encoder().encode(texts, i) @ tiny_encoder().encode(query, i))
+                   for i, weight in ((FEEL, 0.5), (WANT, 1.0)))
+    assert [r.node.ref_doc_id for r in results] == [nodes[i].ref_doc_id for i in np.argsort(-combined)]
+    np.testing.assert_allclose([r.score for r in results], np.sort(combined)[::-1], atol=1e-5)
+    north = MetadataFilters(filters=[MetadataFilter(key="shop", value="north")])
+    filtered = index.as_retriever(similarity_top_k=4, filters=north,
+                                  vector_store_kwargs={"instructions": [FEEL, WANT]}).retrieve(query)
+    assert {r.node.ref_doc_id for r in filtered} == {"a", "c"}
+    for kwargs, error, message in (({"instructions": [FEEL], "instruction": WANT}, ValueError, "not both"),
+                                   ({"weights": {FEEL: 1.0}}, ValueError, "give instructions too"),
+                                   ({"instructions": FEEL}, TypeError, "list of instructions")):
+        with pytest.raises(error, match=message):
+            store.query(VectorStoreQuery(query_str=query), **kwargs)
+    with pytest.raises(ValueError, match="needs query_str"):
+        store.query(VectorStoreQuery(query_embedding=[0.0] * tiny_encoder().dim), instructions=[FEEL, WANT])
 
 
 async def test_async_retrieval_and_insertion(store: InBedderVectorStore) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CollectionOwnershipError
 from .base import VectorBackend, filter_matches, validate_filter
 from .faiss import FaissBackend
 from .qdrant import (
@@ -25,7 +26,7 @@ from .qdrant import (
     connect_legacy_local,
     connect_server,
 )
-from .qdrant_common import CollectionOwnershipError, infer_payload_schema
+from .qdrant_common import infer_payload_schema
 from .qdrant_edge import EdgeStore, QdrantEdgeBackend
 
 if TYPE_CHECKING:

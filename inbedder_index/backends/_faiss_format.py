@@ -14,14 +14,12 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..errors import StreamError
+
 _INDEX_HEADER = struct.Struct("<4siqqqBi")  # fourcc, d, ntotal, 2 unused, is_trained, metric type
 _U64 = struct.Struct("<Q")
 _HNSW_SCALARS = 5 * 4  # entry point, max level, efConstruction, efSearch, an unused int
 _METRIC_INNER_PRODUCT = 0
-
-
-class StreamError(ValueError):
-    """The FAISS stream is not what this library writes, or claims more than the file holds."""
 
 
 class _Walker:

@@ -25,16 +25,18 @@ nesting and SQLite's JSON paths need quoting for other characters.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from types import ModuleType, TracebackType
+from collections.abc import Collection, Mapping, Sequence
+from types import TracebackType
 from typing import Any, ClassVar
 
 import numpy as np
+
+from .._util import validate_ids
+from ..limits import check_k, check_metadata
 
 Scalar = str | int | float | bool
 """A filterable metadata value."""
@@ -47,23 +49,12 @@ _FIELD_NAME = re.compile(r"[\w\-]+")
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
 
-def import_optional(module: str, extra: str) -> ModuleType:
-    """Import an optional dependency, or explain which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{module} is not installed; install it with: pip install \"inbedder-index[{extra}]\""
-        ) from exc
-
-
-def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Consecutive slices of at most ``size`` items (request and SQL parameter limits)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # --------------------------------------------------------------------------- filters
+
+
+def is_filter_field(name: Any) -> bool:
+    """Whether filters can name this metadata field (see the module docstring)."""
+    return isinstance(name, str) and _FIELD_NAME.fullmatch(name) is not None
 
 
 def validate_filter(filter: Mapping[str, Any] | None) -> NormalisedFilter:
@@ -77,7 +68,7 @@ def validate_filter(filter: Mapping[str, Any] | None) -> NormalisedFilter:
         raise ValueError(f"a filter must be a mapping of field -> value, not {type(filter).__name__}")
     normalised: NormalisedFilter = {}
     for field, value in filter.items():
-        if not isinstance(field, str) or not _FIELD_NAME.fullmatch(field):
+        if not is_filter_field(field):
             raise ValueError(
                 f"filter field {field!r} is not a valid name: use letters, digits, '_' or '-'"
             )
@@ -148,19 +139,6 @@ def validate_hnsw_params(hnsw_m: int, ef_construction: int, ef_search: int) -> N
             raise ValueError(f"{label} must be an int >= {minimum}, got {value!r}")
 
 
-def validate_ids(ids: Collection[str]) -> list[str]:
-    """Document ids as a list; a bare string is refused since it would be read per character."""
-    if isinstance(ids, (str, bytes)):
-        raise TypeError("ids must be a sequence of strings, not a single string")
-    checked = list(ids)
-    for position, doc_id in enumerate(checked):
-        if not isinstance(doc_id, str):
-            raise TypeError(f"id at position {position} must be a str, got {type(doc_id).__name__}")
-        if not doc_id:
-            raise ValueError(f"id at position {position} is empty")
-    return checked
-
-
 def validate_upsert(
     ids: Sequence[str],
     vectors: Any,
@@ -200,13 +178,14 @@ def validate_upsert(
             if not isinstance(payload, Mapping):
                 raise TypeError(f"payload for id {doc_id!r} must be a mapping, got {type(payload).__name__}")
         checked_payloads = [dict(payload) for payload in checked_payloads]
+        for doc_id, payload in zip(checked_ids, checked_payloads):
+            check_metadata(f"payload for id {doc_id!r}", payload)
     return checked_ids, np.ascontiguousarray(matrix), checked_payloads
 
 
 def validate_query(vector: Any, k: int, dim: int) -> tuple[np.ndarray, int]:
-    """A query as a ``(1, dim)`` float32 matrix, and ``k`` checked."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    """A query as a ``(1, dim)`` float32 matrix, and ``k`` checked (``limits.MAX_K`` at most)."""
+    check_k(k)
     try:
         query = np.asarray(vector, dtype=np.float32)
     except (TypeError, ValueError) as exc:

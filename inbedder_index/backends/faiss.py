@@ -53,16 +53,10 @@ from typing import Any
 
 import numpy as np
 
+from .._util import import_optional, validate_ids
 from ..errors import CollectionCorruptError, CollectionNotFoundError
 from ._faiss_format import check_stream
-from .base import (
-    VectorBackend,
-    import_optional,
-    validate_hnsw_params,
-    validate_ids,
-    validate_query,
-    validate_upsert,
-)
+from .base import VectorBackend, validate_hnsw_params, validate_query, validate_upsert
 
 logger = logging.getLogger(__name__)
 

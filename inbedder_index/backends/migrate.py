@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import VectorBackend, chunked
+from .._util import chunked
+from .base import VectorBackend
 from .qdrant_common import READ_BATCH, QdrantLayoutBackend
 
 logger = logging.getLogger(__name__)

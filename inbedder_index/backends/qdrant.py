@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._util import import_optional
 from ..errors import BackendUnavailableError, CollectionNotFoundError, IndexLockedError
-from .base import import_optional, validate_hnsw_params
+from .base import validate_hnsw_params
 from .qdrant_common import (
     OWNER_FIELD,
     PAYLOAD_INDEX_KINDS,

@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InBedderError
+from .._util import chunked, validate_ids
+from ..errors import CollectionOwnershipError
 from .base import (
     NormalisedFilter,
     Scalar,
     VectorBackend,
-    chunked,
+    is_filter_field,
     validate_filter,
-    validate_ids,
     validate_query,
     validate_upsert,
 )
@@ -60,10 +60,6 @@ PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool")
 
 READ_BATCH = 1024
 _EXACT_FLOAT_INT = 2**53
-
-
-class CollectionOwnershipError(InBedderError, ValueError):
-    """A Qdrant collection holds points of another index: it is neither written nor dropped."""
 
 
 def point_id(doc_id: str) -> str:
@@ -105,13 +101,22 @@ def infer_payload_schema(metadatas: Iterable[Mapping[str, Any]]) -> dict[str, st
     mixed) ``float``; list values count by their elements. A field with values of other
     mixtures (a string and a number, a nested object) gets no index: Qdrant holds one index
     per field, and an index of one type would hide the values of the other from filters.
+    A field that filters cannot name (``"first name"``, ``"a.b"``: Qdrant reads a dot as
+    nesting) gets none either: it is stored and returned like any other, only not indexed.
     """
     seen: dict[str, set[str]] = {}
+    unnamed: set[str] = set()
     for metadata in metadatas:
         for field, value in metadata.items():
+            if not is_filter_field(field):
+                unnamed.add(field)
+                continue
             kinds = seen.setdefault(field, set())
             for item in value if isinstance(value, list) else [value]:
                 kinds.add(_kind_of(item))
+    if unnamed:
+        logger.debug("no payload index for metadata fields that filters cannot name: %s",
+                     ", ".join(sorted(map(repr, unnamed))[:20]))
     schema: dict[str, str] = {}
     for field, kinds in seen.items():
         if kinds == {"integer", "float"}:

@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from .._util import import_optional
 from ..errors import CollectionCorruptError, CollectionNotFoundError, IndexLockedError
-from .base import Scalar, import_optional, validate_collection_name, validate_hnsw_params
+from .base import Scalar, validate_collection_name, validate_hnsw_params
 from .qdrant_common import OWNER_FIELD, FilterDialect, QdrantLayoutBackend, validate_payload_fields
 
 logger = logging.getLogger(__name__)

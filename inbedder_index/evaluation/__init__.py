@@ -21,6 +21,7 @@ diversity, training-data report), ``datasets`` (files and hub loaders), ``suites
 sets), ``report`` (tables, chart), ``baseline`` (MiniLM). The names imported here are the API.
 """
 
+from ..errors import DatasetNotAvailableError, EvaluationDataError
 from .answers import AnswerStats, answer_stats, data_report
 from .baseline import InstructionAgnostic, minilm_baseline
 from .datasets import TASK_KINDS, load_task, save_task
@@ -31,7 +32,6 @@ from .report import (data_report_payload, format_data_report, format_evaluation,
                      plot_report, report_payload)
 from .suites import (FEEL_WANT_INSTRUCTIONS, FEEL_WANT_PARAPHRASES, SUITES, build_feel_want_triplets, builtin_eval_sets,
                      eval_tasks, feel_want_messages, suite_tasks, write_feel_want_sets)
-from .tasks import (HELD_OUT_KINDS, KINDS, AspectQuestion, ClusteringRecord, ClusteringTask, DatasetNotAvailableError,
-                    EvaluationDataError, InstructedEmbedder, RobustnessTask, STSRecord, STSTask, Task, TripletRecord,
-                    TripletTask, TwoAspectTask, pair_triplets)
+from .tasks import (HELD_OUT_KINDS, KINDS, AspectQuestion, ClusteringRecord, ClusteringTask, InstructedEmbedder,
+                    RobustnessTask, STSRecord, STSTask, Task, TripletRecord, TripletTask, TwoAspectTask, pair_triplets)
 

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import DatasetNotAvailableError, EvaluationDataError
+from ..readers import json_lines
 from .tasks import (
     AspectQuestion,
     ClusteringRecord,
     ClusteringTask,
-    DatasetNotAvailableError,
-    EvaluationDataError,
     RobustnessTask,
     STSRecord,
     STSTask,
@@ -38,12 +38,8 @@ _DATA_SUFFIXES = (".jsonl", ".json", ".csv")
 
 
 def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvaluationDataError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
+    for number, row in json_lines(lines, lambda n, why: EvaluationDataError(f"{path}:{n}: invalid JSON ({why})")):
+        yield f"{path}:{number}", row
 
 
 def _json_rows(path: Path, text: str) -> Iterator[tuple[str, Any]]:

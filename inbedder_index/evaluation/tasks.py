@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar, Union
 
 import numpy as np
 
-from ..errors import InBedderError
+from ..errors import EvaluationDataError
 
 KINDS = ("correct", "implicit", "incorrect")
 """The instruction paraphrase kinds a robustness task scores, in report order."""
@@ -16,14 +16,6 @@ KINDS = ("correct", "implicit", "incorrect")
 HELD_OUT_KINDS = ("urgency", "stance", "politeness", "audience", "outcome_resolution", "blame_responsibility")
 """Aspect kinds kept out of the project's training data, so scores on them show how a model does
 on questions it was never trained to answer (the leave-aspects-out evaluation)."""
-
-
-class EvaluationDataError(InBedderError, ValueError):
-    """An evaluation source is unknown or malformed; the message names the file and line."""
-
-
-class DatasetNotAvailableError(InBedderError, OSError):
-    """A Hugging Face evaluation dataset could not be fetched (offline, no network, not cached)."""
 
 
 class InstructedEmbedder(Protocol):

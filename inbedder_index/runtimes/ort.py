@@ -1,54 +1,52 @@
-"""The ONNX Runtime runtime: the backbone exported once per model, run on the CPU.
+"""The ONNX Runtime runtime: the model's graph from the model cache, run on the CPU without PyTorch.
 
-The graph holds the backbone only (no LM head): inputs ``input_ids``, ``attention_mask`` and, for
-causal models, ``position_ids`` and each layer's past keys/values; outputs ``last_hidden_state``
-and, for causal models, each layer's present keys/values. Batch, sequence and past lengths are
-dynamic, so one graph serves the single pass (an empty past), the shared-prefix suffixes and the
-answer tokens.
+Graphs live in the model cache, ``<cache>/onnx/<fingerprint>-<kind>-<variant>/``, keyed by the
+model's fingerprint (a digest of all its weights, its tokenizer and pooling): ``fp32`` is the
+exported graph (``export``), ``int8-<settings tag>`` its dynamically quantised copy (int8
+weights of the weight matmuls; ``Int8Settings`` says which), made from ``fp32`` without PyTorch.
+Each entry holds the graph, the tokenizer (``tokenizer.json``) and ``GRAPH.json``: what the graph
+takes and gives, the tokenizer's settings, every file's size and sha256, and a checksum of the
+record itself.
 
-Exported graphs live in the model cache, ``<cache>/onnx/<fingerprint>-<kind>-<variant>/``, keyed
-by the model's fingerprint: ``fp32`` is the exported graph, ``int8-<settings tag>`` its dynamically
-quantised copy (int8 weights of the weight matmuls; ``Int8Settings`` says which). An entry is
-built in a staging folder and renamed into place, with ``GRAPH.json`` recording every file's
-size and sha256; each load checks them (while the session loads) and rebuilds an entry that does
-not match, so a killed export or a damaged file is never used.
+An entry is built in a staging folder and renamed into place. Each load validates the record
+(types, checksum, the names the inputs must have), the files' sizes, then their sha256 (while the
+session loads), and finally the session's inputs against the record; anything that does not
+validate is removed and rebuilt, never used. Only PyTorch can rebuild a float32 graph: without an
+exporter ``load`` returns None and the encoder loads the model.
 
-Export checks itself: the graph's states on a probe batch must match PyTorch's before the entry
-is written.
+Importing this module imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from .._util import import_optional
 from ..adapters import file_lock, sha256_file
-from ..backends.base import import_optional
-from ..models import Kind, cache_root
-from .pytorch import cache_argument, returned_cache
+from ..threads import model_threads
+from . import Step
+from .tokenizer import TOKENIZER_FILE, FastTokenizer, TokenizerSpec
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = 1  # bumped when the graph's inputs/outputs or the export wrapper change
+_FORMAT = 4  # bumped when the graph's inputs/outputs, the record or the export wrapper change
 _RECORD = "GRAPH.json"
-_GRAPH = "model.onnx"
-_EXPORT_MIN_COSINE = 0.9999  # the probe batch: exported graph against the PyTorch backbone
+GRAPH_FILE = "model.onnx"
+OPTIMIZED_FILE = "model.opt.onnx"  # the same graph after ONNX Runtime's optimisations, saved once
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -73,78 +71,120 @@ MLP_OUT = r"down_proj|fc2|(?<!attention\.)output\.dense"  # the MLP's output pro
 INT8 = Int8Settings(float_modules=(MLP_OUT,), float_end_layers=2)
 
 
-class _CausalGraph(torch.nn.Module):
-    """The backbone with its cache as flat tensors: (ids, mask, positions, k0, v0, k1, ...) -> (states, k0', v0', ...)."""
-
-    def __init__(self, backbone: torch.nn.Module, config: Any) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.config = config
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.config)
-        for layer in range(len(past) // 2):
-            cache.update(past[2 * layer], past[2 * layer + 1], layer)
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=True, **{cache_argument(self.backbone): cache})
-        flat = [t for layer in returned_cache(out).layers for t in (layer.keys, layer.values)]
-        return (out.last_hidden_state, *flat)
+def int8_settings(quantize: Any) -> Int8Settings | None:
+    """``quantize`` ("int8", an ``Int8Settings`` or None) as settings."""
+    return INT8 if quantize == "int8" else quantize if isinstance(quantize, Int8Settings) else None
 
 
-class _EncoderGraph(torch.nn.Module):
-    """A masked LM's backbone: (ids, mask) -> states."""
-
-    def __init__(self, backbone: torch.nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+def io_names(kind: str, n_layers: int) -> tuple[list[str], list[str]]:
+    """The graph's input and output names for a model of ``kind`` with ``n_layers`` cached layers."""
+    if kind == "masked":
+        return ["input_ids", "attention_mask", "pick"], ["states", "logits"]
+    past = [f"past_{part}_{layer}" for layer in range(n_layers) for part in ("key", "value")]
+    present = [f"present_{part}_{layer}" for layer in range(n_layers) for part in ("key", "value")]
+    return ["input_ids", "attention_mask", "position_ids", "pick", *past], ["states", "logits", *present]
 
 
-# --------------------------------------------------------------------------- cache entries
+# --------------------------------------------------------------------------- records
 
 
-def _files(folder: Path) -> dict[str, dict[str, Any]]:
-    return {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(folder.iterdir()) if p.is_file() and p.name != _RECORD}
+@dataclass(frozen=True)
+class GraphRecord:
+    """A validated ``GRAPH.json``."""
+
+    kind: str
+    fingerprint: str
+    dim: int
+    past_shapes: tuple[tuple[int, int], ...]  # (key/value heads, head size) per layer; () for masked LMs
+    tokenizer: TokenizerSpec
+    files: dict[str, dict[str, Any]]  # name -> {"size", "sha256"}
+    data: dict[str, Any]  # the whole record (exporter, probe cosine, int8 settings, versions)
+
+    @property
+    def inputs(self) -> list[str]:
+        return io_names(self.kind, len(self.past_shapes))[0]
+
+    @property
+    def outputs(self) -> list[str]:
+        return io_names(self.kind, len(self.past_shapes))[1]
 
 
-def _read_record(entry: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The entry's record if the quick checks pass (record readable, every file at its size), else the problem."""
+def _checksum(data: dict[str, Any]) -> str:
+    body = {key: value for key, value in data.items() if key != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _positive(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def parse_record(data: Any, fingerprint: str, kind: str) -> GraphRecord:
+    """``data`` (a loaded ``GRAPH.json``) as a record of this model's graph, or ``ValueError`` saying what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{_RECORD} holds {type(data).__name__}, not an object")
+    if data.get("format") != _FORMAT:
+        raise ValueError(f"{_RECORD} is from another version of this library")
+    if data.get("checksum") != _checksum(data):
+        raise ValueError(f"{_RECORD} does not match its checksum (edited or damaged)")
+    if data.get("fingerprint") != fingerprint or data.get("kind") != kind:
+        raise ValueError(f"{_RECORD} describes another model")
+    shapes = data.get("past_shapes")
+    if not isinstance(shapes, list) or not all(isinstance(s, list) and len(s) == 2 and all(map(_positive, s))
+                                               for s in shapes) or (kind == "causal") != bool(shapes):
+        raise ValueError(f"{_RECORD} has no valid past_shapes")
+    names = io_names(kind, len(shapes))
+    if data.get("inputs") != names[0] or data.get("outputs") != names[1]:
+        raise ValueError(f"{_RECORD} names other inputs or outputs than this library's graphs have")
+    if not _positive(data.get("dim")):
+        raise ValueError(f"{_RECORD} has no valid dim")
+    files = data.get("files")
+    if not isinstance(files, dict) or GRAPH_FILE not in files or TOKENIZER_FILE not in files or not all(
+            isinstance(name, str) and name == Path(name).name and not name.startswith(".") and isinstance(item, dict)
+            and type(item.get("size")) is int and item["size"] >= 0 and isinstance(item.get("sha256"), str)
+            and _HEX.fullmatch(item["sha256"]) for name, item in files.items()):
+        raise ValueError(f"{_RECORD} lists its files wrongly")
+    if not isinstance(data.get("optimized_by", ""), str):
+        raise ValueError(f"{_RECORD} has no valid optimized_by")
+    spec = TokenizerSpec.from_record(data.get("tokenizer"))
+    return GraphRecord(kind, fingerprint, data["dim"], tuple((h, d) for h, d in shapes), spec, files, data)
+
+
+def _read_record(entry: Path, fingerprint: str, kind: str) -> tuple[GraphRecord | None, str | None]:
+    """The entry's record if the quick checks pass (a valid record, every file at its size), else the problem."""
     try:
-        record = json.loads((entry / _RECORD).read_text())
+        data = json.loads((entry / _RECORD).read_text())
     except FileNotFoundError:
         return None, "missing"
     except (OSError, ValueError) as error:
         return None, f"unreadable {_RECORD} ({error})"
-    if record.get("format") != _FORMAT or not isinstance(record.get("files"), dict):
-        return None, f"{_RECORD} is from another version of this library"
-    for name, expected in record["files"].items():
+    try:
+        record = parse_record(data, fingerprint, kind)
+    except ValueError as error:
+        return None, str(error)
+    for name, expected in record.files.items():
         file = entry / name
         size = file.stat().st_size if file.is_file() else None
-        if size != expected.get("size"):
-            return None, f"{name} has {size} bytes, {expected.get('size')} were written"
+        if size != expected["size"]:
+            return None, f"{name} has {size} bytes, {expected['size']} were written"
     return record, None
 
 
-def _content_problem(entry: Path, record: dict[str, Any]) -> str | None:
-    for name, expected in record["files"].items():
-        if sha256_file(entry / name) != expected.get("sha256"):
+def _content_problem(entry: Path, record: GraphRecord) -> str | None:
+    for name, expected in record.files.items():
+        if sha256_file(entry / name) != expected["sha256"]:
             return f"{name} does not match its recorded sha256"
     return None
 
 
-def _write_entry(entry: Path, build: Any) -> None:
+def _write_entry(entry: Path, build: Callable[[Path], dict[str, Any]], fingerprint: str) -> None:
     """``build(staging) -> record`` into a staging folder, then the folder renamed into place."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
         record = build(staging)
-        record.update(format=_FORMAT, files=_files(staging))
+        record.update(format=_FORMAT, fingerprint=fingerprint, files={p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+                                             for p in sorted(staging.iterdir()) if p.is_file()})
+        record["checksum"] = _checksum(record)
         (staging / _RECORD).write_text(json.dumps(record, indent=2))
         shutil.rmtree(entry, ignore_errors=True)
         staging.replace(entry)
@@ -153,16 +193,23 @@ def _write_entry(entry: Path, build: Any) -> None:
         raise
 
 
-def _ensure(entry: Path, build: Any, what: str, *, check_content: bool) -> None:
-    """Build ``entry`` unless it is complete and matches its record: sizes always, sha256 too
-    with ``check_content`` (an entry about to be opened is hashed while its session loads)."""
+class _NoExporter(Exception):
+    """A float32 graph must be (re)built, and only PyTorch can export it."""
+
+
+def _ensure(entry: Path, build: Callable[[Path], dict[str, Any]] | None, what: str, fingerprint: str, kind: str,
+            *, check_content: bool) -> None:
+    """Build ``entry`` unless it is complete and matches its record: sizes always, sha256 too with
+    ``check_content`` (an entry about to be opened is hashed while its session loads)."""
 
     def problem() -> str | None:
-        record, issue = _read_record(entry)
+        record, issue = _read_record(entry, fingerprint, kind)
         return issue if issue or not check_content else _content_problem(entry, record)  # type: ignore[arg-type]
 
     if problem() is None:
         return
+    if build is None:
+        raise _NoExporter
     with file_lock(entry.parent / f".{entry.name}.lock"):
         issue = problem()  # another process may have built it while we waited
         if issue is None:
@@ -170,121 +217,82 @@ def _ensure(entry: Path, build: Any, what: str, *, check_content: bool) -> None:
         if issue != "missing":
             logger.warning("the ONNX graph cache entry %s is unusable (%s); rebuilding it", entry, issue)
         logger.info("%s into %s (once per model; later loads read it)", what, entry)
-        _write_entry(entry, build)
+        _write_entry(entry, build, fingerprint)
 
 
-def _open(entry: Path, ort: Any, options: Any) -> tuple[Any, dict[str, Any], str | None]:
+def _session_problem(session: Any, record: GraphRecord) -> str | None:
+    """What the loaded graph takes that its record does not say (an altered record or graph)."""
+    inputs = {item.name: item.shape for item in session.get_inputs()}
+    if list(inputs) != record.inputs or [item.name for item in session.get_outputs()] != record.outputs:
+        return f"the graph's inputs or outputs differ from {_RECORD}"
+    for index, (heads, size) in enumerate(record.past_shapes):
+        for part in ("key", "value"):
+            shape = inputs[f"past_{part}_{index}"]
+            if len(shape) != 4 or shape[1] != heads or shape[3] != size:
+                return f"past_{part}_{index} has shape {shape}, {_RECORD} says (*, {heads}, *, {size})"
+    return None
+
+
+def optimize_graph(folder: Path) -> str:
+    """Apply ONNX Runtime's graph optimisations once and save the result beside the graph, so that
+    sessions load it as it is (on the default model, a second less of every cold start); the
+    version of ONNX Runtime that made it, which alone loads it without optimising again."""
+    ort = import_optional("onnxruntime", "onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # not hardware-specific
+    options.optimized_model_filepath = str(folder / OPTIMIZED_FILE)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(folder / GRAPH_FILE), options, providers=["CPUExecutionProvider"])
+    return str(ort.__version__)
+
+
+def open_session(folder: Path, record: dict[str, Any], options: Any) -> Any:
+    """A session of the optimised graph when this ONNX Runtime made it, else of the graph, optimised now."""
+    ort = import_optional("onnxruntime", "onnx")
+    optimized = record.get("optimized_by") == ort.__version__ and (folder / OPTIMIZED_FILE).is_file()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if optimized
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    return ort.InferenceSession(str(folder / (OPTIMIZED_FILE if optimized else GRAPH_FILE)), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _open(entry: Path, ort: Any, options: Any, fingerprint: str, kind: str) -> tuple[Any, GraphRecord | None, str | None]:
     """The session of an entry whose files match their record, hashed while the session loads
-    (both release the GIL); else ``(None, {}, problem)``."""
-    record, problem = _read_record(entry)
+    (both release the GIL); else ``(None, None, problem)``."""
+    record, problem = _read_record(entry, fingerprint, kind)
     if record is None:
-        return None, {}, problem
+        return None, None, problem
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-onnx") as pool:
         checking = pool.submit(_content_problem, entry, record)
         try:
-            session, error = ort.InferenceSession(str(entry / _GRAPH), options, providers=["CPUExecutionProvider"]), None
+            session, error = open_session(entry, record.data, options), None
         except Exception as failure:  # a damaged file can break the load: the check says why
             session, error = None, failure
         problem = checking.result()
     if problem is None and error is not None:
         raise error
-    return (session, record, None) if problem is None else (None, {}, problem)
+    if problem is None:
+        problem = _session_problem(session, record)
+    return (session, record, None) if problem is None else (None, None, problem)
 
 
-# --------------------------------------------------------------------------- export and quantisation
+# --------------------------------------------------------------------------- quantisation
 
 
-def _probe(model: torch.nn.Module, kind: Kind) -> tuple[tuple[torch.Tensor, ...], list[tuple[int, ...]]]:
-    """Example inputs for the export (2 rows, 5 new tokens after 3 past ones, one row right-padded)
-    and each past tensor's shape without batch and length (heads, head_dim)."""
-    vocab = model.get_input_embeddings().num_embeddings
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(min(5, vocab - 1), vocab, (2, 8), generator=generator)
-    mask = torch.ones(2, 8, dtype=torch.long)
-    mask[1, 6:] = 0
-    if kind == "masked":
-        return (ids, mask), []
-    with torch.inference_mode():
-        cache = returned_cache(model.base_model(input_ids=ids[:, :3], attention_mask=mask[:, :3], use_cache=True))
-    past = [t.clone() for layer in cache.layers for t in (layer.keys, layer.values)]
-    positions = torch.arange(3, 8)[None, :].expand(2, -1).contiguous()
-    return (ids[:, 3:], mask, positions, *past), [tuple(t.shape[1::2]) for t in past]
-
-
-def _io_names(kind: Kind, n_past: int) -> tuple[list[str], list[str]]:
-    if kind == "masked":
-        return ["input_ids", "attention_mask"], ["last_hidden_state"]
-    layers = range(n_past // 2)
-    past = [f"past_{part}_{layer}" for layer in layers for part in ("key", "value")]
-    present = [f"present_{part}_{layer}" for layer in layers for part in ("key", "value")]
-    return ["input_ids", "attention_mask", "position_ids", *past], ["last_hidden_state", *present]
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep the exporter's and quantiser's progress lines, warnings and prints (the quantiser logs
-    through the root logger) out of the user's log: they describe our graph, not their data."""
-    loggers = [logging.getLogger(name) for name in ("", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
-
-
-def _min_cosine(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    a, b = a[mask.astype(bool)].astype(np.float64), b[mask.astype(bool)].astype(np.float64)
-    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-300)
-    return float(cos.min())
-
-
-def export_graph(model: torch.nn.Module, kind: Kind, folder: Path) -> dict[str, Any]:
-    """Export ``model``'s backbone into ``folder/model.onnx`` (+ its weights file) and check it; the record."""
-    import_optional("onnxscript", "onnx")  # the dynamo exporter's translator
-    ort = import_optional("onnxruntime", "onnx")
-    args, past_shapes = _probe(model, kind)
-    names = _io_names(kind, len(past_shapes))
-    auto = torch.export.Dim.DYNAMIC
-    if kind == "masked":
-        wrapper: torch.nn.Module = _EncoderGraph(model.base_model)
-        dynamic: tuple[Any, ...] = ({0: auto, 1: auto}, {0: auto, 1: auto})
-    else:
-        wrapper = _CausalGraph(model.base_model, model.config)
-        dynamic = ({0: auto, 1: auto},) * 3 + (tuple({0: auto, 2: auto} for _ in past_shapes),)
-    with torch.inference_mode(False), torch.no_grad():
-        with _quiet():
-            program = torch.onnx.export(wrapper.eval(), args, dynamic_shapes=dynamic, input_names=names[0],
-                                        output_names=names[1], dynamo=True, verbose=False)
-        expected = wrapper(*args)
-    program.save(str(folder / _GRAPH), external_data=True)
-    session = ort.InferenceSession(str(folder / _GRAPH), providers=["CPUExecutionProvider"])
-    got = session.run(["last_hidden_state"], dict(zip(names[0], (a.numpy() for a in args))))[0]
-    states = (expected[0] if isinstance(expected, tuple) else expected).numpy()
-    new_mask = args[1][:, -states.shape[1]:].numpy()
-    cosine = _min_cosine(got, states, new_mask)
-    if cosine < _EXPORT_MIN_COSINE:
-        raise RuntimeError(f"the ONNX export of this model does not match PyTorch (min cosine {cosine:.6f} on a "
-                           f"probe batch); use runtime='torch' for it")
-    return {"kind": kind, "inputs": names[0], "outputs": names[1], "past_shapes": past_shapes,
-            "probe_min_cosine": cosine, "torch": torch.__version__, "onnxruntime": ort.__version__}
+def _module_path(node: Any) -> str:
+    """The module a node came from: the dynamo exporter's scope metadata, else the TorchScript node name."""
+    scope = next((p.value for p in node.metadata_props if p.key == "namespace"), None)
+    if scope is not None:
+        modules = [part.split(":")[0].strip() for part in scope.split("/") if ": aten." not in part]
+        return modules[-1] if modules else ""
+    return ".".join(part for part in node.name.split("/")[1:-1] if part)  # "/backbone/layers.0/mlp/down_proj/MatMul"
 
 
 def _weight_matmuls(graph: Any) -> list[tuple[str, str]]:
-    """(node name, module path) of every MatMul whose second input is a weight, from the exporter's scopes."""
+    """(node name, module path) of every MatMul whose second input is a weight."""
     weights = {init.name for init in graph.initializer}
-    found = []
-    for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in weights:
-            continue
-        scope = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
-        modules = [part.split(":")[0].strip() for part in scope.split("/") if ": aten." not in part]
-        found.append((node.name, modules[-1] if modules else ""))
-    return found
+    return [(node.name, _module_path(node)) for node in graph.node
+            if node.op_type == "MatMul" and node.input[1] in weights]
 
 
 def _excluded(matmuls: list[tuple[str, str]], settings: Int8Settings) -> list[str]:
@@ -297,81 +305,48 @@ def _excluded(matmuls: list[tuple[str, str]], settings: Int8Settings) -> list[st
             or (ends and name in layer_of and not ends <= layer_of[name] < n_layers - ends)]
 
 
-def quantize_graph(source: Path, folder: Path, settings: Int8Settings) -> dict[str, Any]:
-    """Dynamic int8 weights of ``source``'s weight matmuls into ``folder`` (activations stay float between ops)."""
+def quantize_graph(source: Path, folder: Path, settings: Int8Settings, record: GraphRecord) -> dict[str, Any]:
+    """Dynamic int8 weights of ``source``'s weight matmuls into ``folder`` (activations stay float between
+    ops); the LM head (a Gemm) stays float32. No PyTorch needed."""
     onnx = import_optional("onnx", "onnx")
     quantization = import_optional("onnxruntime.quantization", "onnx")
-    graph = onnx.load(str(source / _GRAPH), load_external_data=False).graph
+    graph = onnx.load(str(source / GRAPH_FILE), load_external_data=False).graph
     matmuls = _weight_matmuls(graph)
     excluded = _excluded(matmuls, settings)
-    with _quiet():
-        quantization.quantize_dynamic(
-            str(source / _GRAPH), str(folder / _GRAPH), weight_type=quantization.QuantType.QInt8,
-            per_channel=settings.per_channel, reduce_range=settings.reduce_range, op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=excluded, use_external_data_format=True,
-            extra_options={"MatMulConstBOnly": True},  # attention's activation x activation products stay float
-        )
-    record = json.loads((source / _RECORD).read_text())
-    return {key: record[key] for key in ("kind", "inputs", "outputs", "past_shapes", "torch")} | {
-        "int8": asdict(settings), "quantized_matmuls": len(matmuls) - len(excluded), "float_matmuls": len(excluded)}
+    quantization.quantize_dynamic(
+        str(source / GRAPH_FILE), str(folder / GRAPH_FILE), weight_type=quantization.QuantType.QInt8,
+        per_channel=settings.per_channel, reduce_range=settings.reduce_range, op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=excluded, use_external_data_format=True,
+        extra_options={"MatMulConstBOnly": True},  # attention's activation x activation products stay float
+    )
+    shutil.copyfile(source / TOKENIZER_FILE, folder / TOKENIZER_FILE)
+    keep = ("kind", "dim", "inputs", "outputs", "past_shapes", "tokenizer", "exporter", "torch")
+    return {key: record.data[key] for key in keep if key in record.data} | {
+        "int8": asdict(settings), "quantized_matmuls": len(matmuls) - len(excluded), "float_matmuls": len(excluded),
+        "optimized_by": optimize_graph(folder)}
 
 
 # --------------------------------------------------------------------------- the runtime
 
 
 class OnnxRuntime:
-    """``model``'s backbone in ONNX Runtime on the CPU, from the cache entry of its fingerprint."""
+    """A model's graph in ONNX Runtime on the CPU, with the tokenizer that travelled with it."""
 
     name = "onnx"
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        kind: Kind,
-        *,
-        fingerprint: str,
-        quantize: str | Int8Settings | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        threads: int | None = None,
-    ) -> None:
-        ort = import_optional("onnxruntime", "onnx")
-        threads = threads or torch.get_num_threads()
-        self.kind = kind
-        self.settings = INT8 if quantize == "int8" else quantize if isinstance(quantize, Int8Settings) else None
-        self.quantize = "int8" if self.settings else None
-        root = cache_root(cache_dir) / "onnx"
-        fp32 = root / f"{fingerprint}-{kind}-fp32"
-
-        def export(staging: Path) -> dict[str, Any]:
-            return export_graph(model, kind, staging)
-
-        def quantise(staging: Path) -> dict[str, Any]:
-            _ensure(fp32, export, "exporting the model to ONNX", check_content=True)
-            return quantize_graph(fp32, staging, self.settings)  # type: ignore[arg-type]
-
-        build, what = (quantise, "quantising the ONNX graph to int8") if self.settings else (export, "exporting the model to ONNX")
-        self.entry = root / f"{fingerprint}-{kind}-int8-{self.settings.tag}" if self.settings else fp32
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
-        for attempt in (1, 2):
-            _ensure(self.entry, build, what, check_content=False)
-            session, record, problem = _open(self.entry, ort, options)
-            if session is not None:
-                break
-            if attempt == 2:
-                raise RuntimeError(f"the ONNX graph rebuilt in {self.entry} still fails its check ({problem}); "
-                                   f"remove that folder and retry, or use runtime='torch'")
-            logger.warning("the ONNX graph cache entry %s is unusable (%s); rebuilding it", self.entry, problem)
-            with file_lock(root / f".{self.entry.name}.lock"):
-                shutil.rmtree(self.entry, ignore_errors=True)
+    def __init__(self, session: Any, record: GraphRecord, entry: Path, settings: Int8Settings | None,
+                 threads: int) -> None:
         self.session = session
-        self.record = record  # what GRAPH.json says: inputs, outputs, int8 settings, probe cosine, versions
-        self.inputs: list[str] = record["inputs"]
-        self.outputs: list[str] = record["outputs"]
-        self._past_shapes = [tuple(shape) for shape in record["past_shapes"]]
+        self.record = record  # what GRAPH.json says: inputs, outputs, tokenizer, int8 settings, probe cosine
+        self.entry = entry
+        self.settings = settings
+        self.quantize = "int8" if settings else None
+        self.kind = record.kind
+        self.dim = record.dim
         self.threads = threads
+        self.tokenizer = FastTokenizer(entry, record.tokenizer)
+        self._past_inputs = record.inputs[4:]
+        self._present_outputs = record.outputs[2:]
 
     @property
     def vector_tag(self) -> str | None:
@@ -379,26 +354,92 @@ class OnnxRuntime:
 
     def forward(
         self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
+        ids: np.ndarray,
+        mask: np.ndarray,
+        pick: np.ndarray,
         *,
-        positions: torch.Tensor | None = None,
+        positions: np.ndarray | None = None,
         past: Any = None,
         keep: bool = False,
-    ) -> tuple[torch.Tensor, Any]:
-        feed = {"input_ids": ids.cpu().numpy(), "attention_mask": mask.cpu().numpy()}
-        if self.kind == "masked":
-            return torch.from_numpy(self.session.run(["last_hidden_state"], feed)[0]), None
-        batch, width = ids.shape
-        if past is None:
-            past = [np.zeros((batch, heads, 0, dim), dtype=np.float32) for heads, dim in self._past_shapes]
-        if positions is None:
-            start = past[0].shape[2] if past else 0
-            positions = torch.arange(start, start + width)[None, :].expand(batch, -1)
-        feed["position_ids"] = np.ascontiguousarray(positions.cpu().numpy())
-        feed.update(zip(self.inputs[3:], past))
-        out = self.session.run(self.outputs if keep else ["last_hidden_state"], feed)
-        return torch.from_numpy(out[0]), tuple(out[1:]) if keep else None
+        tokens: bool = False,
+    ) -> Step:
+        feed = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
+                "attention_mask": np.ascontiguousarray(mask, dtype=np.int64),
+                "pick": np.ascontiguousarray(pick, dtype=np.int64)}
+        wanted = ["states", "logits"] if tokens else ["states"]
+        if self.kind == "causal":
+            batch, width = ids.shape
+            if past is None:
+                past = [np.zeros((batch, heads, 0, size), dtype=np.float32)
+                        for heads, size in self.record.past_shapes for _ in ("key", "value")]
+            if positions is None:
+                start = past[0].shape[2]
+                positions = np.broadcast_to(np.arange(start, start + width), (batch, width))
+            feed["position_ids"] = np.ascontiguousarray(positions, dtype=np.int64)
+            feed.update(zip(self._past_inputs, past))
+            if keep:
+                wanted += self._present_outputs
+        out = self.session.run(wanted, feed)
+        greedy = out[1].argmax(-1) if tokens else None
+        return Step(out[0], greedy, tuple(out[2 if tokens else 1:]) if keep else None)
 
     def crop(self, cache: Any, length: int) -> Any:
         return tuple(t[:, :, :length] for t in cache)
+
+
+def graph_entry(root: Path, fingerprint: str, kind: str, settings: Int8Settings | None) -> Path:
+    variant = f"int8-{settings.tag}" if settings else "fp32"
+    return root / "onnx" / f"{fingerprint}-{kind}-{variant}"
+
+
+def cached(root: Path, fingerprint: str, kind: str, *, quantize: Any = None,
+           threads: int | None = None) -> OnnxRuntime | None:
+    """The graph of the model with this fingerprint from the model cache at ``root``, without PyTorch:
+    None where the float32 graph is missing or unusable (only an export can rebuild it)."""
+    try:
+        return _load(root, fingerprint, kind, quantize=quantize, threads=threads, export=None)
+    except _NoExporter:
+        return None
+
+
+def load(root: Path, fingerprint: str, kind: str, *, quantize: Any = None, threads: int | None = None,
+         export: Callable[[Path], dict[str, Any]]) -> OnnxRuntime:
+    """The graph of the model with this fingerprint from the model cache at ``root``, (re)built when
+    missing or unusable: the float32 one by ``export(staging) -> record`` (PyTorch), an int8 one by
+    quantising the float32 graph."""
+    return _load(root, fingerprint, kind, quantize=quantize, threads=threads, export=export)
+
+
+def _load(root: Path, fingerprint: str, kind: str, *, quantize: Any, threads: int | None,
+          export: Callable[[Path], dict[str, Any]] | None) -> OnnxRuntime:
+    ort = import_optional("onnxruntime", "onnx")
+    settings = int8_settings(quantize)
+    fp32 = graph_entry(root, fingerprint, kind, None)
+    entry = graph_entry(root, fingerprint, kind, settings)
+
+    def quantise(staging: Path) -> dict[str, Any]:
+        _ensure(fp32, export, "exporting the model to ONNX", fingerprint, kind, check_content=True)
+        record, problem = _read_record(fp32, fingerprint, kind)
+        if record is None:
+            raise RuntimeError(f"the ONNX graph {fp32} changed while it was being quantised ({problem}); retry")
+        return quantize_graph(fp32, staging, settings, record)  # type: ignore[arg-type]
+
+    build, what = (quantise, "quantising the ONNX graph to int8") if settings else (export, "exporting the model to ONNX")
+    threads = threads or model_threads() or 0  # 0: ONNX Runtime's default (the physical cores)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    problem = None
+    for attempt in (1, 2):
+        _ensure(entry, build, what, fingerprint, kind, check_content=False)
+        session, record, problem = _open(entry, ort, options, fingerprint, kind)
+        if session is not None:
+            logger.info("running the ONNX graph in %s (%s threads)", entry, threads or "default")
+            return OnnxRuntime(session, record, entry, settings, threads)  # type: ignore[arg-type]
+        if attempt == 1:
+            logger.warning("the ONNX graph cache entry %s is unusable (%s); rebuilding it", entry, problem)
+            with file_lock(entry.parent / f".{entry.name}.lock"):
+                shutil.rmtree(entry, ignore_errors=True)
+    raise RuntimeError(f"the ONNX graph rebuilt in {entry} still fails its check ({problem}); "
+                       f"remove that folder and retry, or use runtime='torch'")

@@ -3,6 +3,7 @@
 - ``POST /v1/embeddings``: OpenAI's request and response, plus ``instruction``.
 - ``/indexes/...``: search, add, upsert and delete on the open indexes; ``GET /healthz``, ``/metrics``.
 - Concurrent embedding requests are batched on one worker thread (``batching``).
+- ``GET /ui/``: the explorer page (``ui``, files in ``static/``), off with ``Settings(ui=False)``.
 
 ``Service`` holds the model and indexes, ``create_app`` builds the ASGI app, ``run`` serves it
 in the foreground and ``background`` on a thread. ``RemoteInBedder`` (``client``) is the other

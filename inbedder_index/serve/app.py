@@ -4,12 +4,16 @@ Routes hold no logic of their own: each validates its request, hands the work to
 ``Batcher`` (``InBedder.encode`` for /v1/embeddings; ``InstructionIndex`` for the index
 routes) and shapes the answer. Every refusal is a JSON error in OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status naming the problem
-(the library's exceptions map to statuses in ``status_of``).
+(the library's exceptions map to statuses in ``status_of``), answered without re-raising so
+the keep-alive connection stays open. The work one request can cause is bounded before it is
+queued: body bytes, texts per request, characters per text and per request (``Settings``),
+and ``k`` (``limits.MAX_K``).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 import json
 import logging
@@ -19,36 +23,35 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..backends.base import import_optional
+from .._util import import_optional
 from ..errors import (
+    AnswersNotKeptError,
+    ApiError,
     BackendUnavailableError,
     CorpusError,
     IndexLockedError,
     InBedderError,
+    LimitExceededError,
     ModelMismatchError,
+    QueueFullError,
+    ShuttingDownError,
     UnknownInstructionError,
 )
-from .batching import QueueFullError, ShuttingDownError
+from ..limits import MAX_K, check_text_sizes
 from .metrics import ASGIApp, Message, Scope
 from .service import Service
 
 fastapi = import_optional("fastapi", "serve")  # fails with the install hint; then the names below import
-from fastapi import APIRouter, Depends, FastAPI, Request  # noqa: E402
+from fastapi import APIRouter, Depends, FastAPI, Query, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
+from ..explore import MAX_CLUSTERS, MAX_POINTS, collection_map  # noqa: E402
+from .ui import ui_router  # noqa: E402
+
 logger = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """A refusal with its HTTP status, OpenAI error ``code`` and extra headers."""
-
-    def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.param, self.headers = status, code, param, dict(headers or {})
 
 
 def status_of(error: Exception) -> tuple[int, str]:
@@ -57,8 +60,12 @@ def status_of(error: Exception) -> tuple[int, str]:
         return 404, "unknown_instruction"
     if isinstance(error, (CorpusError, ModelMismatchError, IndexLockedError)):
         return 409, "conflict"
+    if isinstance(error, AnswersNotKeptError):
+        return 409, "answers_not_kept"
     if isinstance(error, BackendUnavailableError):
         return 503, "backend_unavailable"
+    if isinstance(error, LimitExceededError):
+        return 413, "too_large"
     if isinstance(error, (InBedderError, ValueError, TypeError)):
         return 400, "invalid_request"
     return 500, "internal_error"
@@ -79,6 +86,21 @@ def _problem(item: Mapping[str, Any]) -> str:
         return "the request body must be a JSON object (Content-Type: application/json)" \
             if item.get("type") == "model_attributes_type" else f"body: {message}"
     return f"{where}: {message}"
+
+
+def _filter_param(given: str | None) -> dict[str, Any] | None:
+    """The ``filter`` of a GET route: a JSON object in the query string."""
+    if given is None:
+        return None
+    try:
+        parsed = json.loads(given)
+    except ValueError as error:
+        raise ApiError(400, f"filter is not valid JSON ({error}); send a JSON object, URL-encoded, e.g. "
+                       '?filter={"lang":"en"}', "invalid_request", param="filter") from None
+    if not isinstance(parsed, dict):
+        raise ApiError(400, f"filter must be a JSON object, not {type(parsed).__name__}", "invalid_request",
+                       param="filter")
+    return parsed
 
 
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -112,10 +134,25 @@ class EmbeddingRequest(_Strict):
 
 
 class SearchRequest(_Strict):
-    query: str
+    """One query under one instruction, or ``queries`` (instruction -> query) searched at once."""
+
+    query: str | None = None
     instruction: str | None = None
-    k: int = Field(default=10, ge=1)
+    queries: dict[str, str] | None = None
+    weights: dict[str, float] | None = None
+    k: int = Field(default=10, ge=1, le=MAX_K)
     filter: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRequest:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give either query (with instruction) or queries ({instruction: query, ...}), "
+                             "not both or neither")
+        if self.queries is not None and self.instruction is not None:
+            raise ValueError("instruction goes with query; with queries, each key is an instruction")
+        if self.weights is not None and self.queries is None:
+            raise ValueError("weights weigh the instructions of queries; a single query has none to weigh")
+        return self
 
 
 class DocumentIn(_Strict):
@@ -187,6 +224,35 @@ class _BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class _Unexpected:
+    """A 500 in OpenAI's shape for an error no handler maps (a bug), logged once with its traceback.
+
+    Starlette's own last-resort handler re-raises after answering, so the server logs the
+    error again and drops the keep-alive connection; this answers and returns instead.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as error:
+            if started or scope["type"] != "http":
+                raise  # too late to answer: let the server close the connection
+            logger.exception("request %s %s failed", scope.get("method"), scope.get("path"))
+            message = f"internal error ({type(error).__name__}); see the server's log"
+            await _json(_error_body(500, message, "internal_error"), 500)(scope, receive, send)
+
+
 def create_app(service: Service) -> ASGIApp:
     """The ASGI app over a ``Service`` (its encoder, indexes, batcher, metrics and settings)."""
     settings = service.settings
@@ -224,15 +290,19 @@ def create_app(service: Service) -> ASGIApp:
         headers = {"Retry-After": str(int(np.ceil(error.retry_after)))}
         return _json(_error_body(503, str(error), "queue_full"), 503, headers)
 
-    @app.exception_handler(Exception)
-    async def _library(request: Request, error: Exception) -> Response:
-        if isinstance(error, ShuttingDownError):
-            return _json(_error_body(503, str(error), "shutting_down"), 503)
+    # The library's refusals are answers, not failures: handled here (inside Starlette's exception
+    # middleware) they are never re-raised, so the server logs no traceback and keeps the
+    # connection open. Anything else is a bug: ``_Unexpected`` logs it once and answers 500.
+    @app.exception_handler(ShuttingDownError)
+    async def _stopping(request: Request, error: ShuttingDownError) -> Response:
+        return _json(_error_body(503, str(error), "shutting_down"), 503)
+
+    async def _refused(request: Request, error: Exception) -> Response:
         status, code = status_of(error)
-        if status >= 500 and not isinstance(error, BackendUnavailableError):
-            logger.exception("request %s %s failed", request.method, request.url.path)
-            return _json(_error_body(500, f"internal error ({type(error).__name__}); see the server's log", code), 500)
         return _json(_error_body(status, str(error), code), status)
+
+    for refusal in (InBedderError, ValueError, TypeError):
+        app.add_exception_handler(refusal, _refused)
 
     def instruction_of(given: str | None) -> str:
         instruction = given if given is not None else settings.default_instruction
@@ -253,6 +323,10 @@ def create_app(service: Service) -> ASGIApp:
         if count > settings.max_inputs:
             raise ApiError(413, f"{what} has {count} items; this server accepts up to {settings.max_inputs} "
                            "per request", "too_many_inputs", param=what)
+
+    def too_long(texts: list[tuple[str, str]]) -> None:
+        """``(label, text)`` pairs of one request within the server's character limits (413 if not)."""
+        check_text_sizes(texts, per_text=settings.max_input_chars, per_request=settings.max_request_chars)
 
     def writable() -> None:
         if settings.read_only:
@@ -296,7 +370,9 @@ def create_app(service: Service) -> ASGIApp:
             raise ApiError(400, "input is empty: give a string or a non-empty list of strings", "empty_input",
                            param="input")
         too_many(len(texts), "input")
-        vectors, tokens = await service.batcher.embed(texts, instruction_of(request.instruction))
+        instruction = instruction_of(request.instruction)
+        too_long([("instruction", instruction), *((f"input[{i}]", text) for i, text in enumerate(texts))])
+        vectors, tokens = await service.batcher.embed(texts, instruction)
         service.metrics.texts.inc(len(texts))
         service.metrics.tokens.inc(sum(tokens))
         if request.encoding_format == "base64":
@@ -307,6 +383,7 @@ def create_app(service: Service) -> ASGIApp:
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": item} for i, item in enumerate(data)],
             "model": encoder.model_id,
+            "fingerprint": encoder.fingerprint,  # RemoteInBedder checks every answer against the model card
             "usage": {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)},
         })
 
@@ -325,16 +402,34 @@ def create_app(service: Service) -> ASGIApp:
     @api.post("/indexes/{name}/search")
     async def search(name: str, request: SearchRequest) -> dict[str, Any]:
         index = index_of(name)
-        instruction = instruction_of(request.instruction)
-        hits = await service.batcher.call(index.search, request.query, instruction, request.k, request.filter)
-        return {"index": name, "instruction": instruction, "hits": [
-            {"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata, "answer": h.answer} for h in hits]}
+        if request.queries is None:
+            instruction = instruction_of(request.instruction)
+            too_long([("instruction", instruction), ("query", request.query)])
+            hits = await service.batcher.call(index.search, request.query, instruction, request.k, request.filter)
+            return {"index": name, "instruction": instruction, "hits": [dataclasses.asdict(h) for h in hits]}
+        queries = request.queries
+        too_many(len(queries), "queries")
+        too_long([item for instruction, query in queries.items()
+                  for item in (("instruction", instruction), (f"queries[{instruction!r}]", query))])
+        hits = await service.batcher.call(
+            lambda: index.search_combined(queries, k=request.k, weights=request.weights, filter=request.filter),
+            units=len(queries))
+        return {"index": name, "instructions": list(queries), "hits": [dataclasses.asdict(h) for h in hits]}
+
+    @api.get("/indexes/{name}/facets")
+    async def facets(name: str, instruction: str | None = None, k: int = Query(20, ge=1, le=MAX_K),
+                     filter: str | None = None) -> dict[str, Any]:
+        index, chosen = index_of(name), instruction_of(instruction)
+        parsed = _filter_param(filter)
+        found = await service.batcher.call(lambda: index.facets(chosen, k=k, filter=parsed))
+        return {"index": name, "instruction": chosen, "facets": [{"answer": a, "count": n} for a, n in found]}
 
     @api.post("/indexes/{name}/documents")
     async def add(name: str, request: DocumentsRequest) -> dict[str, Any]:
         writable()
         index = index_of(name)
         too_many(len(request.documents), "documents")
+        too_long([(f"documents[{i}].text", doc.text) for i, doc in enumerate(request.documents)])
         documents = [doc.model_dump() for doc in request.documents]
         write = index.upsert if request.upsert else index.add
         encoded = await service.batcher.call(write, documents, units=len(documents))
@@ -348,6 +443,16 @@ def create_app(service: Service) -> ASGIApp:
         deleted = await service.batcher.call(index.delete, request.ids, units=len(request.ids))
         return {"index": name, "deleted": deleted}
 
+    @api.get("/indexes/{name}/map")
+    async def map_of(name: str, instruction: str | None = None, limit: int = Query(2000, ge=1, le=MAX_POINTS),
+                     clusters: int = Query(8, ge=1, le=MAX_CLUSTERS)) -> Response:
+        index, chosen = index_of(name), instruction_of(instruction)
+        found = await service.batcher.call(lambda: collection_map(index, chosen, limit=limit, clusters=clusters))
+        return _json(found.to_dict())
+
     app.include_router(api)
+    if settings.ui:
+        app.include_router(ui_router())
+    app.add_middleware(_Unexpected)
     return service.metrics.middleware(_BodyLimit(app, settings.max_request_bytes))
 

@@ -25,22 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import QueueFullError, ShuttingDownError
 from .metrics import Metrics
 
 EncodeBatch = Callable[[list[str], str], tuple[np.ndarray, list[int]]]
 """``(texts, instruction) -> (vectors, prompt tokens per text)``."""
-
-
-class QueueFullError(Exception):
-    """The queue holds as many texts as it may; try again after ``retry_after`` seconds."""
-
-    def __init__(self, waiting: int, limit: int, retry_after: float) -> None:
-        super().__init__(f"the server is busy: {waiting} texts are waiting (limit {limit}); retry shortly")
-        self.retry_after = retry_after
-
-
-class ShuttingDownError(Exception):
-    """The worker stopped before it reached this request."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..backends.base import import_optional
+from .._util import import_optional
 
 prometheus = import_optional("prometheus_client", "serve")
 prometheus.disable_created_metrics()  # no *_created series: start times say nothing a scraper needs

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from ..backends.base import import_optional
+from .._util import import_optional
 from .app import create_app
 from .service import Service
 

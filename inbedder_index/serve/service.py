@@ -11,6 +11,7 @@ import numpy as np
 
 from ..encoder import InBedder
 from ..index import InstructionIndex
+from ..limits import check_api_key
 from ..models import DEFAULT_MODEL
 from .batching import Batcher
 from .metrics import Metrics
@@ -23,16 +24,25 @@ class Settings:
     api_key: str | None = None
     default_instruction: str | None = None
     read_only: bool = False
+    ui: bool = True  # the explorer page at /ui/
     max_batch: int = 64  # texts per encode call
     max_wait_ms: float = 5.0  # how long a lone request waits for company
     max_queue: int = 4096  # texts waiting for the model; more gets 503
     max_inputs: int = 2048  # texts (or documents) per request; more gets 413
     max_request_bytes: int = 8 * 2**20  # request body; more gets 413
+    max_input_chars: int = 32_768  # characters of one text (input, query, document); more gets 413
+    max_request_chars: int = 2**20  # characters of all the texts of one request; more gets 413
 
     def __post_init__(self) -> None:
         if self.max_inputs > self.max_queue:
             raise ValueError(f"max_inputs ({self.max_inputs}) exceeds max_queue ({self.max_queue}): "
                              "such a request could never be queued")
+        for name in ("max_input_chars", "max_request_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.api_key is not None:
+            check_api_key(self.api_key)
 
 
 def index_names(paths: Sequence[str]) -> dict[str, str]:

@@ -8,8 +8,9 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from inbedder_index import DEFAULT_MODEL, InBedder
-from inbedder_index.client import RemoteInBedder, remote_api_key
+from inbedder_index import DEFAULT_MODEL
+from inbedder_index.client import remote_api_key
+from inbedder_index.embedder import Embedder, connect
 
 _LOADING = threading.Lock()  # two threads' first calls must not load the model twice
 
@@ -45,8 +46,9 @@ class InBedderEmbeddings(BaseModel, Embeddings):
     """An ``inbedder-index serve`` server to embed with, e.g. ``http://127.0.0.1:8000``."""
     api_key: SecretStr | None = None
     """The server's API key (default: ``$INBEDDER_INDEX_API_KEY``); only with ``base_url``."""
-    encoder: InBedder | None = Field(default=None, exclude=True, repr=False)
-    """The loaded model (a ``RemoteInBedder`` with ``base_url``); set on first use, or given to share one."""
+    encoder: Any = Field(default=None, exclude=True, repr=False)
+    """The ``Embedder`` (an ``InBedder``, a ``RemoteInBedder`` with ``base_url``); set on first use, or given to
+    share one."""
 
     @field_validator("instruction", "query_instruction")
     @classmethod
@@ -70,18 +72,17 @@ class InBedderEmbeddings(BaseModel, Embeddings):
             self.model = self.encoder.model_id
         return self
 
-    def load(self) -> InBedder:
+    def load(self) -> Embedder:
         """The model, loaded now if this is its first use (``encoder`` is set afterwards)."""
         if self.encoder is None:
             with _LOADING:
                 if self.encoder is None:
-                    self.encoder = self._connect() if self.base_url else InBedder(self.model, **self.model_kwargs)
+                    remote = self.base_url is not None  # a server: its model unless one was named
+                    self.encoder = connect(
+                        self.model if not remote or "model" in self.model_fields_set else None,
+                        base_url=self.base_url, api_key=self.api_key.get_secret_value() if self.api_key else None,
+                        **({"batch_size": self.batch_size} if remote else self.model_kwargs))
         return self.encoder
-
-    def _connect(self) -> RemoteInBedder:
-        return RemoteInBedder(str(self.base_url), api_key=self.api_key.get_secret_value() if self.api_key else None,
-                              model=self.model if "model" in self.model_fields_set else None,
-                              batch_size=self.batch_size)
 
     def with_instruction(self, instruction: str, query_instruction: str | None = None) -> InBedderEmbeddings:
         """The same embedder asking another question, sharing this one's model (loaded now if it was not)."""

@@ -1,7 +1,8 @@
 """``InBedderVectorStore``: a LangChain ``VectorStore`` over an ``InstructionIndex``.
 
 One corpus, one collection per instruction: every search method takes ``instruction=`` (also in a
-retriever's ``search_kwargs``), so one store answers "who is angry?" and "who wants a refund?".
+retriever's ``search_kwargs``), so one store answers "who is angry?" and "who wants a refund?";
+``instructions=[...]`` (with optional ``weights=``) asks them at once: "angry AND wants a refund".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from inbedder_index import InBedder, InstructionIndex
+from inbedder_index import InstructionIndex
 from inbedder_index.corpus import Document as IndexDocument
 from inbedder_index.index import Hit
 
@@ -27,8 +28,8 @@ from .embeddings import InBedderEmbeddings
 
 
 
-class _EmbeddingsEncoder(InBedder):
-    """Any LangChain ``Embeddings`` in the shape ``InstructionIndex`` stores vectors with.
+class _EmbeddingsEncoder:
+    """Any LangChain ``Embeddings`` as an ``inbedder_index.Embedder``, which ``InstructionIndex`` stores vectors with.
 
     A plain embedding model cannot follow an instruction: every collection of such an index holds
     the same vectors and the instruction only names the collection. Queries go through
@@ -88,6 +89,9 @@ class InBedderVectorStore(VectorStore):
 
     Every search method takes ``instruction=`` (default: ``default_instruction``), and so does a
     retriever: ``store.as_retriever(search_kwargs={"instruction": "What does the customer want?"})``.
+    ``similarity_search`` and ``similarity_search_with_score`` (so the retriever) also take
+    ``instructions=[...]`` and ``weights={instruction: w}``: the query under each instruction at
+    once, each document scored by the weighted sum of its cosines (``InstructionIndex.search_combined``).
     A search under an instruction the index has no collection for builds that collection on first
     use (one pass over the corpus, then it is kept), because asking a new question of the same
     corpus is the point; an index opened ``read_only=True`` cannot build, and raises
@@ -213,19 +217,41 @@ class InBedderVectorStore(VectorStore):
         return self.index.search_by_vector(_unit(np.asarray(vector, dtype=np.float32)), instruction, k=k,
                                            filter=filter)
 
-    def similarity_search_with_score(self, query: str, k: int = 4, filter: dict[str, Any] | None = None, *,
-                                     instruction: str | None = None, **kwargs: Any) -> list[tuple[Document, float]]:
-        """``(document, cosine similarity)`` pairs, best first, under ``instruction``.
+    def _search_combined(self, query: str, k: int, instructions: Sequence[str], weights: dict[str, float] | None,
+                         filter: dict[str, Any] | None) -> list[Hit]:
+        if isinstance(instructions, str):
+            raise TypeError("instructions= takes a list of instructions; for one, use instruction=")
+        vectors = {instruction: self._query_vector(query, instruction)
+                   for instruction in map(self._collection, instructions)}
+        return self.index.search_combined_by_vectors(vectors, k=k, weights=weights, filter=filter)
 
-        ``filter``: ``{field: value}`` (equality) or ``{field: [a, b]}`` (any of), AND-ed.
+    def similarity_search_with_score(self, query: str, k: int = 4, filter: dict[str, Any] | None = None, *,
+                                     instruction: str | None = None, instructions: Sequence[str] | None = None,
+                                     weights: dict[str, float] | None = None,
+                                     **kwargs: Any) -> list[tuple[Document, float]]:
+        """``(document, score)`` pairs, best first: the cosine similarity under ``instruction``, or
+        with ``instructions=[...]`` the sum of the cosines under each (weighted by ``weights``).
+
+        ``filter``: ``{field: value}`` (equality) or ``{field: [a, b]}`` (any of), AND-ed, and
+        ``{"$answer": {instruction: [answers]}}`` for the model's stored answers (in collections
+        built with answers).
         """
-        instruction = self._collection(instruction)
-        hits = self._search(self._query_vector(query, instruction), k, instruction, filter)
+        if instructions is not None:
+            if instruction is not None:
+                raise ValueError("give instruction= (one) or instructions= (several at once), not both")
+            hits = self._search_combined(query, k, instructions, weights, filter)
+        elif weights is not None:
+            raise ValueError("weights= weighs the instructions= of a combined search; give instructions= too")
+        else:
+            instruction = self._collection(instruction)
+            hits = self._search(self._query_vector(query, instruction), k, instruction, filter)
         return [(_document(hit), hit.score) for hit in hits]
 
     def similarity_search(self, query: str, k: int = 4, filter: dict[str, Any] | None = None, *,
-                          instruction: str | None = None, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, instruction=instruction)]
+                          instruction: str | None = None, instructions: Sequence[str] | None = None,
+                          weights: dict[str, float] | None = None, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, instruction=instruction,
+                                                                    instructions=instructions, weights=weights)]
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, filter: dict[str, Any] | None = None,
                                     *, instruction: str | None = None, **kwargs: Any) -> list[Document]:

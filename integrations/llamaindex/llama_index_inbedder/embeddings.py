@@ -9,8 +9,9 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from inbedder_index import DEFAULT_MODEL, InBedder
-from inbedder_index.client import RemoteInBedder, remote_api_key
+from inbedder_index import DEFAULT_MODEL
+from inbedder_index.client import remote_api_key
+from inbedder_index.embedder import Embedder, connect
 
 _LOADING = threading.Lock()  # two threads' first calls must not load the model twice
 
@@ -36,10 +37,10 @@ class InBedderEmbedding(BaseEmbedding):
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for InBedder(model).")
     base_url: str | None = Field(default=None, description="An inbedder-index serve server to embed with.")
     api_key: SecretStr | None = Field(default=None, description="The server's API key ($INBEDDER_INDEX_API_KEY).")
-    _encoder: InBedder | None = PrivateAttr(default=None)
+    _encoder: Embedder | None = PrivateAttr(default=None)
     _model_given: bool = PrivateAttr(default=False)
 
-    def __init__(self, *, encoder: InBedder | None = None, **data: Any) -> None:
+    def __init__(self, *, encoder: Embedder | None = None, **data: Any) -> None:
         model_given = "model" in data
         if encoder is not None:  # ``model`` names the encoder, so serialised settings reload the same one
             if data.setdefault("model", encoder.model_id) != encoder.model_id:
@@ -67,17 +68,18 @@ class InBedderEmbedding(BaseEmbedding):
         return "InBedderEmbedding"
 
     @property
-    def encoder(self) -> InBedder:
-        """The loaded model (loaded now if this is its first use)."""
+    def encoder(self) -> Embedder:
+        """The loaded model (loaded now if this is its first use): an ``InBedder``, or a ``RemoteInBedder``
+        with ``base_url``."""
         if self._encoder is None:
             with _LOADING:
                 if self._encoder is None:
-                    self._encoder = self._connect() if self.base_url else InBedder(self.model, **self.model_kwargs)
+                    remote = self.base_url is not None  # a server: its model unless one was named
+                    self._encoder = connect(
+                        self.model if not remote or self._model_given else None,
+                        base_url=self.base_url, api_key=self.api_key.get_secret_value() if self.api_key else None,
+                        **({"batch_size": self.embed_batch_size} if remote else self.model_kwargs))
         return self._encoder
-
-    def _connect(self) -> RemoteInBedder:
-        return RemoteInBedder(str(self.base_url), api_key=self.api_key.get_secret_value() if self.api_key else None,
-                              model=self.model if self._model_given else None, batch_size=self.embed_batch_size)
 
     def with_instruction(self, instruction: str, query_instruction: str | None = None) -> InBedderEmbedding:
         """The same embed model asking another question, sharing this one's loaded model."""

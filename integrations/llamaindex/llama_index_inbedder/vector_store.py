@@ -2,6 +2,7 @@
 
 The instruction is chosen per query: ``index.as_retriever(vector_store_kwargs={"instruction": ...})``
 reaches ``query(query, instruction=...)``; without it the store's own ``instruction`` is used.
+``vector_store_kwargs={"instructions": [...], "weights": {...}}`` asks several at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import PrivateAttr, field_validator
 
 from inbedder_index import InstructionIndex
 from inbedder_index.corpus import Document
+from inbedder_index.search import Hit
 
 from .embeddings import InBedderEmbedding
 
@@ -164,22 +166,42 @@ class InBedderVectorStore(BasePydanticVectorStore):
         ``query_str`` is embedded under that instruction; a ``query_embedding`` is used only when
         there is no ``query_str`` (it must come from the index's model under the same instruction).
         ``filters`` (==, in, any, contains; AND) and ``doc_ids`` restrict the search.
+        ``kwargs["instructions"]`` (a list, with optional ``kwargs["weights"]``) searches
+        ``query_str`` under each at once: similarities are the weighted sums of the cosines
+        (``InstructionIndex.search_combined``).
         """
         if query.mode != VectorStoreQueryMode.DEFAULT:
             raise ValueError(f"query mode {query.mode.value!r} is not supported; use 'default'")
         if query.node_ids:
             raise ValueError("restricting a query to node_ids is not supported; use filters or doc_ids")
-        instruction = self._collection(kwargs.get("instruction"))
         filter = index_filter(query.filters, query.doc_ids)
-        if query.query_str is not None:
-            hits = self._index.search(query.query_str, instruction, k=query.similarity_top_k, filter=filter)
+        if kwargs.get("instructions") is not None:
+            hits = self._query_combined(query, kwargs["instructions"], kwargs.get("weights"), kwargs.get("instruction"),
+                                        filter)
+        elif kwargs.get("weights") is not None:
+            raise ValueError("weights weigh the instructions of a combined query; give instructions too")
+        elif query.query_str is not None:
+            hits = self._index.search(query.query_str, self._collection(kwargs.get("instruction")),
+                                      k=query.similarity_top_k, filter=filter)
         elif query.query_embedding is not None:
-            hits = self._index.search_by_vector(query.query_embedding, instruction, k=query.similarity_top_k,
-                                                filter=filter)
+            hits = self._index.search_by_vector(query.query_embedding, self._collection(kwargs.get("instruction")),
+                                                k=query.similarity_top_k, filter=filter)
         else:
             raise ValueError("the query has neither query_str nor query_embedding")
         return VectorStoreQueryResult(nodes=[metadata_dict_to_node(hit.metadata) for hit in hits],
                                       similarities=[hit.score for hit in hits], ids=[hit.id for hit in hits])
+
+    def _query_combined(self, query: VectorStoreQuery, instructions: Sequence[str], weights: dict[str, float] | None,
+                        instruction: str | None, filter: dict[str, Any] | None) -> list[Hit]:
+        if instruction is not None:
+            raise ValueError("give instruction (one) or instructions (several at once), not both")
+        if isinstance(instructions, str):
+            raise TypeError("instructions takes a list of instructions; for one, use instruction")
+        if query.query_str is None:
+            raise ValueError("a query under several instructions needs query_str: one query_embedding is a vector "
+                             "under one instruction")
+        queries = {self._collection(item): query.query_str for item in instructions}
+        return self._index.search_combined(queries, k=query.similarity_top_k, weights=weights, filter=filter)
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         return await asyncio.to_thread(self.query, query, **kwargs)

@@ -1,0 +1,192 @@
+"""Latency of ``search_combined`` over 2 and 4 instructions against as many single searches.
+
+An ``InstructionIndex`` holds ``--docs`` documents (100,000 by default) under four instructions,
+with the vectors of a tiny random Llama's width (``--hidden``, 64 by default): the vectors are
+synthetic (a Gaussian mixture per instruction, each document in its own cluster under each
+instruction, so neighbourhoods are structured and differ between instructions), written with
+synthetic answers through the library's build path (``register_instructions``, ``Sync.store``,
+``Sync.checkpoint``) into real collections; no document is encoded. The model only embeds the
+text queries.
+
+Two timings per number of instructions n (2 and 4), each query one call, interleaved so that
+background load hits both sides alike, after warm-up calls:
+
+- by vector: ``search_combined_by_vectors`` (held-out points of the same mixture as queries)
+  against n calls of ``search_by_vector``: the cost of candidates, re-scoring and widening;
+- by text: ``search_combined`` against n calls of ``search`` with the same text under each
+  instruction: the model's time (one prompt per instruction either way) plus the above.
+
+It also reports recall@k of the combined search against NumPy brute force over the generated
+vectors (1.0 means the ranking is exact; FAISS flat is exact, HNSW and Qdrant's graph are not).
+
+    python -m benchmarks.combined_search --quick                 # 2,000 documents, 20 queries
+    python -m benchmarks.combined_search                         # 100,000 documents, 100 queries
+    python -m benchmarks.combined_search --backend qdrant        # embedded Qdrant instead of FAISS
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import harness
+from .build_memory import make_tiny_model
+from .texts import INSTRUCTIONS, news_texts
+
+logger = logging.getLogger("benchmarks.combined_search")
+
+COUNTS = (2, 4)
+ANSWERS = ["positive", "negative", "neutral", "sports", "business", "world", "science", "Paris", "Tokyo"]
+WRITE_CHUNK = 10_000
+
+
+def mixture(n: int, dim: int, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unit vectors around ``clusters`` random centres, and each one's cluster."""
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    labels = rng.integers(0, clusters, n)
+    points = centres[labels] + 0.8 * rng.standard_normal((n, dim)).astype(np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True), labels
+
+
+def build(index: Any, n: int, dim: int, held_out: int,
+          rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Store ``n`` documents with synthetic vectors and answers under every instruction; returns the
+    stored vectors and ``held_out`` query vectors per instruction."""
+    queries: dict[str, np.ndarray] = {}
+    vectors: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+    for instruction in INSTRUCTIONS:
+        points, label = mixture(n + held_out, dim, clusters=max(8, n // 500), rng=rng)
+        vectors[instruction], queries[instruction], labels[instruction] = points[:n], points[n:], label[:n]
+    index.register_instructions(INSTRUCTIONS)
+    sync = index.sync_state()
+    for start in range(0, n, WRITE_CHUNK):
+        stop = min(start + WRITE_CHUNK, n)
+        docs = [{"id": f"doc-{i:07d}", "text": f"Synthetic document {i}.", "metadata": {"part": i % 10}}
+                for i in range(start, stop)]
+        index.store_documents(docs)
+        stored = index.get([d["id"] for d in docs])
+        pending: dict[str, dict[str, str]] = {instruction: {} for instruction in INSTRUCTIONS}
+        for instruction in INSTRUCTIONS:
+            answers = [ANSWERS[int(label) % len(ANSWERS)] for label in labels[instruction][start:stop]]
+            sync.store(instruction, stored, vectors[instruction][start:stop], answers, pending)
+        sync.checkpoint(pending)
+        logger.info("stored %d / %d documents", stop, n)
+    return vectors, queries
+
+
+def recall(index: Any, vectors: dict[str, np.ndarray], queries: dict[str, np.ndarray], instructions: Sequence[str],
+           k: int, samples: int) -> float:
+    """Mean overlap of the combined top k with NumPy's exact top k over the generated vectors."""
+    found = []
+    for q in range(samples):
+        asked = {i: queries[i][q] for i in instructions}
+        total = sum(vectors[i] @ asked[i] for i in instructions)
+        exact = {f"doc-{j:07d}" for j in np.argsort(-total)[:k]}
+        hits = index.search_combined_by_vectors(asked, k=k)
+        found.append(len(exact & {h.id for h in hits}) / k)
+    return float(np.mean(found))
+
+
+def time_pair(combined: Any, singles: Any, rounds: int) -> dict[str, Any]:
+    """Interleaved timings of one combined call and the equivalent single calls, per query."""
+    times: dict[str, list[float]] = {"combined": [], "singles": []}
+    for q in range(rounds):
+        for side, call in (("combined", combined), ("singles", singles)):
+            start = time.perf_counter()
+            call(q)
+            times[side].append(time.perf_counter() - start)
+    measured: dict[str, Any] = {side: {"median_ms": 1000 * statistics.median(values),
+                                       "p90_ms": 1000 * float(np.percentile(values, 90))}
+                                for side, values in times.items()}
+    measured["ratio"] = measured["combined"]["median_ms"] / measured["singles"]["median_ms"]
+    return measured
+
+
+def run(args: Any) -> dict[str, Any]:
+    from inbedder_index import InBedder, InstructionIndex
+    from inbedder_index.threads import set_threads
+
+    set_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    model, tokenizer = make_tiny_model(args.hidden, args.seed)
+    encoder = InBedder.from_model(model, tokenizer, model_id=f"tiny-llama-h{args.hidden}", device="cpu",
+                                  max_length=128)
+    texts = news_texts(args.queries + 5, seed=args.seed + 7)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="combined_search-") as work, \
+            InstructionIndex.open(Path(work) / "index", model=encoder, backend=args.backend) as index:
+        started = time.perf_counter()
+        vectors, queries = build(index, args.docs, encoder.dim, args.queries + 5, rng)
+        build_s = time.perf_counter() - started
+        for n in COUNTS:
+            instructions = INSTRUCTIONS[:n]
+            k = args.k
+            by_vector = {i: queries[i] for i in instructions}
+            for q in range(5):  # warm-up: caches, FAISS threads, the model's first calls
+                index.search_combined({i: texts[-1 - q] for i in instructions}, k=k)
+                index.search_combined_by_vectors({i: by_vector[i][q] for i in instructions}, k=k)
+            results[str(n)] = {
+                "by_vector": time_pair(
+                    lambda q: index.search_combined_by_vectors({i: by_vector[i][q] for i in instructions}, k=k),
+                    lambda q: [index.search_by_vector(by_vector[i][q], i, k=k) for i in instructions], args.queries),
+                "by_text": time_pair(
+                    lambda q: index.search_combined({i: texts[q] for i in instructions}, k=k),
+                    lambda q: [index.search(texts[q], i, k=k) for i in instructions], args.queries),
+                "recall_at_k": recall(index, vectors, queries, instructions, k, min(args.queries, 20)),
+            }
+            logger.info("%d instructions: %s", n, results[str(n)])
+    return {"build_s": build_s, "dim": encoder.dim, "results": results}
+
+
+def summary(payload: dict[str, Any]) -> list[str]:
+    settings = payload["settings"]
+    rows = []
+    for n, result in payload["results"].items():
+        for kind in ("by_vector", "by_text"):
+            timing = result[kind]
+            rows.append((n, kind.replace("_", " "), f"{timing['combined']['median_ms']:.2f}",
+                         f"{timing['combined']['p90_ms']:.2f}", f"{timing['singles']['median_ms']:.2f}",
+                         f"{timing['singles']['p90_ms']:.2f}", f"{timing['ratio']:.2f}", f"{result['recall_at_k']:.3f}"))
+    return [f"{settings['docs']:,} documents, vectors of dim {payload['dim']} (a tiny Llama's width), backend "
+            f"{settings['backend']}, k={settings['k']}, {settings['queries']} queries per cell, {settings['threads']} "
+            f"thread(s); the index was written in {payload['build_s']:.1f} s.", "",
+            *harness.table(("instructions", "query", "combined median ms", "combined p90 ms", "n singles median ms",
+                            "n singles p90 ms", "combined / singles", f"recall@{settings['k']} vs exact"), rows), "",
+            "By text, both sides embed the query once per instruction (the prompt holds the instruction), the combined "
+            "search in one encode call. Recall: the combined top k against NumPy's exact weighted sum over the same "
+            "vectors."]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
+    parser.add_argument("--docs", type=int, default=None, help="documents (default 100,000; --quick: 2,000)")
+    parser.add_argument("--queries", type=int, default=None, help="timed queries per cell (default 100; --quick: 20)")
+    parser.add_argument("--hidden", type=int, default=64, help="tiny model's hidden size = vector dim (default 64)")
+    parser.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the model and FAISS (default 1)")
+    args = harness.parse(parser, argv)
+    args.docs = args.docs or (2000 if args.quick else 100_000)
+    args.queries = args.queries or (20 if args.quick else 100)
+    load_start = harness.load_average()
+    measured = run(args)
+    info = harness.machine_info("cpu")
+    info["load_average_1m_start"] = load_start
+    payload = {"machine": info, "quick": args.quick, **measured,
+               "settings": {"docs": args.docs, "queries": args.queries, "hidden": args.hidden,
+                            "backend": args.backend, "k": args.k, "threads": args.threads, "seed": args.seed}}
+    harness.finish("combined_search_quick" if args.quick else "combined_search", payload, summary,
+                   save=not args.no_save)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

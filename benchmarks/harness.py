@@ -1,0 +1,305 @@
+"""What every benchmark shares: flags, logging, machine info, timing, results, memory probes and
+fresh processes, so that each script holds only its own question."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+MIB = 2**20
+
+logger = logging.getLogger("benchmarks")
+
+Summary = Callable[[dict[str, Any]], list[str]]
+
+
+def parser(doc: str, *, child: bool = False) -> argparse.ArgumentParser:
+    """A benchmark's parser: its docstring's first paragraph as description and the common flags;
+    ``child`` adds the hidden flags of a configuration run in a fresh process (``run_in_child``)."""
+    made = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    made.add_argument("--quick", action="store_true", help="tiny sizes, for checking that the script works")
+    made.add_argument("--seed", type=int, default=0)
+    made.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/*.json")
+    made.add_argument("-v", "--verbose", action="store_true")
+    if child:
+        made.add_argument("--child", default=None, help=argparse.SUPPRESS)
+        made.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    return made
+
+
+def parse(made: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the flags and set up logging: progress goes to stderr, figures to stdout."""
+    args = made.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:  # generate() warns about unused sampling flags of the model's generation config
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    return args
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _cpuinfo(key: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def load_average() -> float:
+    """The 1-minute load average: how busy the machine was around a figure."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_info(device: Any = "cpu") -> dict[str, Any]:
+    """What a figure was measured on: CPU, cores, threads, load, library versions, device."""
+    import torch
+
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+    flags = set((_cpuinfo("flags") or "").split())
+    info: dict[str, Any] = {
+        "cpu_model": _cpuinfo("model name") or platform.processor() or platform.machine(),
+        "cpu_flags": [flag for flag in wanted if flag in flags],
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1m": load_average(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def is_busy(load: float, cores: int | None) -> bool:
+    """Whether other jobs shared the cores (load above half of them): the timings are then noisy."""
+    return load > 0.5 * (cores or 1)
+
+
+def describe_machine(payload: dict[str, Any]) -> str:
+    """One line on where a result was measured: CPU, cores, memory, torch, GPU, and how busy it was."""
+    info = payload.get("machine", {})
+    load = info.get("load_average_1m_start", info.get("load_average_1m"))
+    parts = [info.get("cpu_model", "unknown CPU"), f"{info.get('usable_cores', '?')} usable cores",
+             f"{info.get('memory_gib', '?')} GiB", f"torch {info.get('torch', '?')}", *([info["gpu"]] if info.get("gpu") else [])]
+    if load is None:
+        return ", ".join(parts)
+    busy = is_busy(load, info.get("usable_cores"))
+    return ", ".join(parts) + f", load average {load:.1f} at the start" + (
+        " (other jobs shared these cores: the timings are noisy)" if busy else "")
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def sync(device: Any = "cpu") -> None:
+    """Wait for queued GPU work so that wall-clock timings are honest (a no-op on the CPU)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], Any], device: Any = "cpu") -> tuple[float, Any]:
+    """Seconds one call takes (device-synchronised) and its result."""
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - start, result
+
+
+def summarise(seconds: Sequence[float]) -> dict[str, Any]:
+    return {"best_s": min(seconds), "median_s": statistics.median(seconds), "all_s": [round(s, 4) for s in seconds]}
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(den, 1e-300)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def save_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``benchmarks/results/<name>.json`` atomically (a ``.tmp`` file, then a rename)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    body = {"benchmark": name, "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    body.update(_jsonable(payload))
+    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as the benchmark's PNG and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+
+
+def finish(name: str, payload: dict[str, Any], summary: Summary, *, save: bool,
+           figure: Callable[[dict[str, Any]], Any] | None = None) -> None:
+    """Print the figures (the lines ``RESULTS.md`` shows for this run) and, with ``save``, keep the
+    JSON in ``benchmarks/results/<name>.json`` and ``figure``'s PNG beside it."""
+    body = {"benchmark": name, **_jsonable(payload)}
+    print(f"\n{name}: {describe_machine(body)}\n")
+    print("\n".join(summary(body)))
+    if save:
+        path = save_results(name, payload)
+        if figure is not None:
+            fig = figure(body)
+            if fig is not None:
+                save_figure(fig, path.with_suffix(".png"))
+        logger.info("saved %s", path)
+
+
+def verdict(met: bool, quick: bool = False) -> str:
+    """How every benchmark states a target: **MET** or **NOT MET**, and whether the run was too small."""
+    return ("**MET**" if met else "**NOT MET**") + (" (quick run: too small to judge)" if quick else "")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table (cells are shown as given)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+# --------------------------------------------------------------------------- memory probes
+
+
+def _status_kib(field: str, pid: int | str = "self") -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size since start or since the last ``reset_peak()`` (VmHWM)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, never reset
+    return kib * 1024
+
+
+def peak_rss_of(pid: int) -> int | None:
+    """Peak resident set size of another live process (a server under test), or None."""
+    kib = _status_kib("VmHWM", pid)
+    return None if kib is None else kib * 1024
+
+
+def rss_bytes() -> int:
+    """Current resident set size (VmRSS); the peak where the kernel does not say."""
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else peak_rss_bytes()
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- fresh processes
+
+
+def run_in_child(module: str, spec: dict[str, Any], out: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python -m module --child SPEC --child-out OUT`` in a fresh process (so its start-up and
+    peak memory are its own) and return the JSON it wrote."""
+    command = [sys.executable, "-m", module, "--child", json.dumps(spec), "--child-out", str(out)]
+    subprocess.run(command, check=True, env=env, cwd=ROOT)
+    return json.loads(out.read_text())
+
+
+def child_run(args: argparse.Namespace, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    """In a process started by ``run_in_child``: run ``fn`` on its spec, write the result, return True."""
+    if not args.child:
+        return False
+    Path(args.child_out).write_text(json.dumps(fn(json.loads(args.child)), indent=2))
+    return True
