@@ -6,11 +6,14 @@ under ``<cache>/merged/<adapter>-<key>/`` and later loads read that folder like 
 
 The key is a digest of the adapter's files, the base's files (or, for a hub base, its commit)
 and the dtype, so a retrained adapter or a changed base gets a new entry. A file's digest is
-remembered next to the entries while its size, modification time and inode are unchanged, so
-the key costs a few ``stat`` calls. The entry itself is checked on every load against the
-digests recorded when it was written (sizes and full sha256): a partial or corrupt entry is
-removed and rebuilt, never used. Entries are written to a staging folder and renamed into
-place, so a killed merge leaves nothing that looks complete.
+remembered next to the entries while its size, modification time, change time (ctime, which
+``os.utime`` cannot put back), inode and device are unchanged, so the key costs a few ``stat``
+calls; a file changed in the last two seconds is hashed every time, since a second change
+within one timestamp tick would leave all of those the same. The entry itself is checked on
+every load against the record written with it (its key, and every file's name, size and full
+sha256; no other file, no link): an entry that does not validate in any way, including a
+malformed record, is removed and rebuilt, never used. Entries are written to a staging folder
+and renamed into place, so a killed merge leaves nothing that looks complete.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .errors import ModelNotAvailableError
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,8 @@ _FORMAT = 1  # bumped when what an entry holds, or how its key is made, changes
 _RECORD = "MERGED.json"
 _DIGESTS = "digests.json"
 _CHUNK = 4 * 2**20
+_SETTLE_NS = 2 * 10**9  # a file changed more recently than this is not remembered (see the module)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _T = TypeVar("_T")
 
 
@@ -57,27 +67,45 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class _DigestMemo:
-    """File digests remembered across processes while the file's size, mtime and inode stay the same."""
+    """File digests remembered across processes while the file's size, mtime, ctime, inode and
+    device stay the same; entries of any other shape are dropped (the file is hashed again)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.entries: dict[str, list[Any]] = json.loads(path.read_text())
+            loaded: Any = json.loads(path.read_text())
+        except FileNotFoundError:
+            loaded = {}
         except (OSError, ValueError):
-            self.entries = {}
-        self.changed = False
+            loaded = None  # unreadable: replaced at the next save
+        self.entries: dict[str, list[Any]] = {
+            name: entry for name, entry in loaded.items()
+            if isinstance(entry, list) and len(entry) == 6 and all(map(_is_count, entry[:5])) and _is_sha256(entry[5])
+        } if isinstance(loaded, dict) else {}
+        self.changed = not isinstance(loaded, dict) or len(self.entries) != len(loaded)
 
     def digest(self, file: Path) -> str:
         stat = file.stat()
-        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
         name = str(file.resolve())
         known = self.entries.get(name)
-        if isinstance(known, list) and known[:3] == stamp:
-            return str(known[3])
+        if known is not None and known[:5] == stamp:
+            return str(known[5])
         digest = sha256_file(file)
-        self.entries[name] = [*stamp, digest]
-        self.changed = True
+        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) > _SETTLE_NS:
+            self.entries[name] = [*stamp, digest]
+            self.changed = True
+        elif self.entries.pop(name, None) is not None:
+            self.changed = True
         return digest
 
     def save(self) -> None:
@@ -116,30 +144,61 @@ def _base_identity(base: str, revision: str | None, memo: _DigestMemo, cache_dir
     return f"hub:{base}@{config.parent.name}"  # hub snapshots are folders named by commit hash
 
 
-def _record_problem(entry: Path, key: str) -> tuple[str | None, dict[str, Any]]:
-    """The quick checks (record, key, every file present at its recorded size): a problem, or None."""
+@dataclass(frozen=True)
+class _Written:
+    """A file of an entry as it was when the entry was written."""
+
+    size: int
+    sha256: str
+
+
+def _recorded_files(record: Any) -> dict[str, _Written] | None:
+    """The record's ``files`` (plain names -> size and sha256), or None if they are not that."""
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict) or not files:
+        return None
+    written = {}
+    for name, about in files.items():
+        if not isinstance(about, dict) or Path(name).name != name or name.startswith(".") or name == _RECORD \
+                or not _is_count(about.get("size")) or not _is_sha256(about.get("sha256")):
+            return None
+        written[name] = _Written(about["size"], about["sha256"])
+    return written
+
+
+def _record_problem(entry: Path, key: str) -> tuple[str | None, dict[str, _Written]]:
+    """The quick checks (a folder, its record, the key, exactly the recorded files at their
+    recorded sizes): a problem, or None and the recorded files."""
+    if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
+        return "it is a link or a file, not a folder of its own", {}
     try:
         record = json.loads((entry / _RECORD).read_text())
     except FileNotFoundError:
         return "missing", {}
     except (OSError, ValueError) as error:
         return f"unreadable {_RECORD} ({error})", {}
-    files = record.get("files")
-    if record.get("key") != key or not isinstance(files, dict) or not files:
+    if not isinstance(record, dict) or record.get("key") != key:
         return f"{_RECORD} does not match this adapter and base", {}
+    files = _recorded_files(record)
+    if files is None:
+        return f"{_RECORD} does not list the entry's files with their sizes and sha256", {}
+    unexpected = sorted(p.name for p in entry.iterdir() if (p.is_symlink() or p.is_file())
+                        and p.name not in (*files, _RECORD) and not p.name.startswith("."))
+    if unexpected:
+        return f"it holds files that were never written to it ({', '.join(unexpected)})", {}
     for name, expected in files.items():
         file = entry / name
-        if not file.is_file():
-            return f"{name} is missing", {}
-        if file.stat().st_size != expected.get("size"):
-            return f"{name} has {file.stat().st_size} bytes, {expected.get('size')} were written", {}
+        if file.is_symlink() or not file.is_file():
+            return f"{name} is missing" + (" (a link is there)" if file.is_symlink() else ""), {}
+        if file.stat().st_size != expected.size:
+            return f"{name} has {file.stat().st_size} bytes, {expected.size} were written", {}
     return None, files
 
 
-def _content_problem(entry: Path, files: dict[str, Any]) -> str | None:
+def _content_problem(entry: Path, files: dict[str, _Written]) -> str | None:
     """The full check: every file's sha256 against the one recorded when the entry was written."""
     for name, expected in files.items():
-        if sha256_file(entry / name) != expected.get("sha256"):
+        if sha256_file(entry / name) != expected.sha256:
             return f"{name} does not match its recorded sha256"
     return None
 
@@ -175,22 +234,35 @@ def _write(entry: Path, key: str, about: dict[str, Any], save: Callable[[Path], 
         if not any(name.endswith(".safetensors") for name in files):
             raise RuntimeError(f"merging wrote no safetensors weights into {staging}")
         (staging / _RECORD).write_text(json.dumps({**about, "key": key, "files": files}, indent=2))
-        shutil.rmtree(entry, ignore_errors=True)
-        os.replace(staging, entry)
+        try:
+            _remove(entry)
+            os.replace(staging, entry)
+        except OSError as error:  # not the hub's problem: say which folder is in the way
+            raise ModelNotAvailableError(f"the merged-model cache entry {entry} cannot be replaced ({error}); "
+                                         "remove it and load the model again") from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
+def _remove(path: Path) -> None:
+    """Whatever is at ``path``: a link or a file (never what a link points to), or a folder."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def _drop_stale(directory: Path, adapter: str, keep: Path) -> None:
     """Remove the entries of earlier versions of the same adapter folder (each is a whole model)."""
     for other in directory.iterdir():
-        if other == keep or not other.is_dir() or other.name.startswith("."):
+        if other == keep or other.is_symlink() or not other.is_dir() or other.name.startswith("."):
             continue
         try:
-            stale = json.loads((other / _RECORD).read_text()).get("adapter") == adapter
+            record = json.loads((other / _RECORD).read_text())
         except (OSError, ValueError):
             continue  # not ours to judge: another version's build may be under way
+        stale = isinstance(record, dict) and record.get("adapter") == adapter
         if stale:
             logger.info("removing %s, merged from an earlier version of %s", other, adapter)
             shutil.rmtree(other, ignore_errors=True)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -102,7 +103,29 @@ CORRUPTIONS = {
     "missing tokenizer": (lambda e: (e / "tokenizer.json").unlink(), "tokenizer.json is missing"),
     "garbled record": (lambda e: (e / "MERGED.json").write_text("{not json"), "unreadable MERGED.json"),
     "no record (a merge cut short)": (lambda e: (e / "MERGED.json").unlink(), None),
+    "a record that is []": (lambda e: (e / "MERGED.json").write_text("[]"), "does not match"),
+    "a record whose files are []": (lambda e: _edit_record(e, lambda r: r.update(files=[])), "does not list"),
+    "a record naming a file outside": (lambda e: _edit_record(e, lambda r: r["files"].update(
+        {"../outside": {"size": 1, "sha256": "0" * 64}})), "does not list"),
+    "a record with a size that is text": (lambda e: _edit_record(e, lambda r: r["files"]["config.json"].update(
+        size="12")), "does not list"),
+    "a pickle dropped in": (lambda e: (e / "pytorch_model.bin").write_bytes(b"pickle"), "never written"),
+    "a weights file swapped for a link": (lambda e: _swap_for_link(e / "model.safetensors"), "link"),
 }
+
+
+def _edit_record(entry: Path, change) -> None:
+    record = json.loads((entry / "MERGED.json").read_text())
+    change(record)
+    (entry / "MERGED.json").write_text(json.dumps(record))
+
+
+def _swap_for_link(file: Path) -> None:
+    """The file replaced by a link to a same-content copy elsewhere (links are never followed)."""
+    copy = file.parent.parent / f"copy-of-{file.name}"
+    copy.write_bytes(file.read_bytes())
+    file.unlink()
+    file.symlink_to(copy)
 
 
 @pytest.mark.parametrize("corrupt", list(CORRUPTIONS))
@@ -138,6 +161,85 @@ def test_a_changed_adapter_gets_a_new_entry_and_the_stale_one_goes(folders) -> N
                                reference, atol=1e-6)
     [new] = entries(cache)
     assert new != old and not old.exists()
+
+
+def adapter_entries(cache: Path) -> dict[str, Path]:
+    """The entry of each adapter folder (named ``adapter_*``), by folder name."""
+    return {p.name.rsplit("-", 1)[0]: p for p in (cache / "merged").glob("adapter_*-*") if p.is_dir()}
+
+
+SWAPS = {
+    "the two entries swapped": lambda a, b: (a.rename(a.with_name("tmp")), b.rename(a), a.with_name("tmp").rename(b)),
+    "an entry replaced by a link to the other": lambda a, b: (shutil.rmtree(a), a.symlink_to(b)),
+    "an entry replaced by a file": lambda a, b: (shutil.rmtree(a), a.write_text("not a folder")),
+}
+
+
+@pytest.mark.parametrize("swap", list(SWAPS))
+def test_a_swapped_entry_is_rebuilt_not_blamed_on_the_hub(folders, swap, caplog) -> None:
+    base, _, cache = folders
+    first = save_adapter(base, base.parent / "adapter_a", seed=1)
+    second = save_adapter(base, base.parent / "adapter_b", seed=2)
+    references = {"adapter_a": merged_by_peft(base, first), "adapter_b": merged_by_peft(base, second)}
+    for adapter in (first, second):
+        InBedder(str(adapter), cache_dir=cache, max_length=96)
+    built = adapter_entries(cache)
+    SWAPS[swap](built["adapter_a"], built["adapter_b"])
+    with caplog.at_level(logging.WARNING, logger="inbedder_index.adapters"):
+        for adapter in (first, second):
+            vectors = InBedder(str(adapter), cache_dir=cache, max_length=96).encode(TEXTS, FEEL)
+            np.testing.assert_allclose(vectors, references[adapter.name], atol=1e-6)
+    assert any("rebuilding" in r.getMessage() for r in caplog.records)
+    assert adapter_entries(cache) == built and not any(p.is_symlink() for p in built.values())
+
+
+def _rewrite_in_place(file: Path, content: bytes) -> None:
+    """New bytes into the same inode, with the old modification time put back (as rsync -t or a restore)."""
+    before = file.stat()
+    assert len(content) == before.st_size
+    with open(file, "r+b") as handle:
+        handle.write(content)
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = file.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+
+def test_an_adapter_rewritten_in_place_with_its_old_mtime_is_merged_again(folders, tmp_path, monkeypatch) -> None:
+    from inbedder_index import adapters
+
+    monkeypatch.setattr(adapters, "_SETTLE_NS", 0)  # remember even just-written files, so the memo is used
+    base, adapter, cache = folders
+    weights = adapter / "adapter_model.safetensors"
+    old = InBedder(str(adapter), cache_dir=cache, max_length=96).encode(TEXTS, FEEL)
+    memo = json.loads((cache / "merged" / "digests.json").read_text())
+    assert str(weights.resolve()) in memo  # the next load trusts the stat stamp ...
+    retrained = save_adapter(base, tmp_path / "retrained", seed=2)
+    _rewrite_in_place(weights, (retrained / "adapter_model.safetensors").read_bytes())
+    new = InBedder(str(adapter), cache_dir=cache, max_length=96).encode(TEXTS, FEEL)  # ... which changed: ctime
+    np.testing.assert_allclose(new, merged_by_peft(base, adapter), atol=1e-6)
+    assert not np.allclose(new, old, atol=1e-3)
+    assert len(entries(cache)) == 1  # the entry of the old weights went
+
+
+def test_a_file_written_just_now_is_not_remembered(folders) -> None:
+    """Within one timestamp tick a second change could leave every stamp the same: hash it again next time."""
+    _, adapter, cache = folders
+    weights = adapter / "adapter_model.safetensors"
+    os.utime(weights)  # changed now
+    InBedder(str(adapter), cache_dir=cache, max_length=96)
+    memo_file = cache / "merged" / "digests.json"
+    assert str(weights.resolve()) not in (json.loads(memo_file.read_text()) if memo_file.exists() else {})
+
+
+@pytest.mark.parametrize("memo", ["[]", "{not json", '{"/x": "garbage", "/y": [1, 2, 3]}'])
+def test_a_malformed_digest_memo_is_replaced_not_fatal(folders, memo) -> None:
+    base, adapter, cache = folders
+    reference = merged_by_peft(base, adapter)
+    (cache / "merged").mkdir(parents=True)
+    (cache / "merged" / "digests.json").write_text(memo)
+    np.testing.assert_allclose(InBedder(str(adapter), cache_dir=cache, max_length=96).encode(TEXTS, FEEL),
+                               reference, atol=1e-6)
+    assert isinstance(json.loads((cache / "merged" / "digests.json").read_text()), dict)
 
 
 def test_importing_the_package_loads_no_heavy_module() -> None:

@@ -57,8 +57,7 @@ class FakeServer:
             answer: Answer = (200, {}, {"object": "list", "data": [self.card()]})
         elif (method, path) == ("POST", "/v1/embeddings"):
             vectors = self.encoder.encode(body["input"], body["instruction"])
-            data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()}
-                    for i, v in enumerate(vectors)]
+            data = [{"object": "embedding", "index": i, "embedding": _vector_of(v)} for i, v in enumerate(vectors)]
             answer = (200, {}, {"object": "list", "data": data, "model": self.encoder.model_id,
                                 "fingerprint": self.encoder.fingerprint})
         else:
