@@ -198,7 +198,8 @@ class RemoteInBedder:
             chosen = [m for m in served if isinstance(m, dict) and self._requested in (None, m.get("id"))]
             if not chosen:
                 names = ", ".join(repr(m.get("id")) for m in served if isinstance(m, dict)) or "nothing"
-                raise ModelNotAvailableError(f"{self.base_url} does not serve {self._requested!r}; it serves {names}")
+                raise ModelNotAvailableError(
+                    f"{where}: model {self._requested!r} is not served here; it serves {names}")
             self._chosen = _served_model(chosen[0], where), chosen[0]
         return self._chosen
 

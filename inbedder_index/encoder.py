@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
     from .models import LoadedModel
 
-logger = logging.getLogger(__name__)
 
 _ANSWER_TOKENS = 3  # the paper's answers are 1-3 words; a causal answer is a greedy 3-token continuation
 _CPU_BATCH_TOKENS = 4096  # padded tokens per batch (measured: +28% padding at 16k vs +15% at 4k on mixed lengths)

@@ -160,8 +160,8 @@ def test_local_folder_round_trip(tiny, tmp_path):
     style, model, tokenizer = tiny
     model.save_pretrained(tmp_path / style)
     tokenizer.save_pretrained(tmp_path / style)
-    loaded = InBedder(str(tmp_path / style), max_length=96)
-    assert loaded.kind == ("masked" if style == "roberta" else "causal")
+    loaded = InBedder(str(tmp_path / style), max_length=96, cache_dir=tmp_path / "cache")  # ONNX Runtime: exported
+    assert loaded.kind == ("masked" if style == "roberta" else "causal") and loaded.runtime.name == "onnx"
     in_memory = InBedder.from_model(model, tokenizer, max_length=96)
     assert loaded.fingerprint == in_memory.fingerprint
     np.testing.assert_allclose(loaded.encode(TEXTS, INSTRUCTION), in_memory.encode(TEXTS, INSTRUCTION), atol=1e-5)
@@ -220,6 +220,6 @@ def test_default_model_loads_offline_and_follows_instructions(default_encoder):
 
 @pytest.mark.slow
 def test_untrained_base_stays_available():
-    base = InBedder("smollm2-135m")
+    base = InBedder("smollm2-135m", runtime="torch")  # no export of a model only this test loads
     assert base.kind == "causal" and base.dim == 576
     assert base.fingerprint != InBedder().fingerprint

@@ -218,7 +218,7 @@ def test_an_adapter_rewritten_in_place_with_its_old_mtime_is_merged_again(folder
     assert str(weights.resolve()) in memo  # the next load trusts the stat stamp ...
     retrained = save_adapter(base, tmp_path / "retrained", seed=2)
     _rewrite_in_place(weights, (retrained / "adapter_model.safetensors").read_bytes())
-    new = InBedder(str(adapter), cache_dir=cache, max_length=96, runtime=TORCH).encode(TEXTS, FEEL)  # ... which changed: ctime
+    new = InBedder(str(adapter), cache_dir=cache, max_length=96, runtime=TORCH).encode(TEXTS, FEEL)  # ctime moved
     np.testing.assert_allclose(new, merged_by_peft(base, adapter), atol=1e-6)
     assert not np.allclose(new, old, atol=1e-3)
     assert len(entries(cache)) == 1  # the entry of the old weights went
@@ -240,8 +240,8 @@ def test_a_malformed_digest_memo_is_replaced_not_fatal(folders, memo) -> None:
     reference = merged_by_peft(base, adapter)
     (cache / "merged").mkdir(parents=True)
     (cache / "merged" / "digests.json").write_text(memo)
-    np.testing.assert_allclose(InBedder(str(adapter), cache_dir=cache, max_length=96, runtime=TORCH).encode(TEXTS, FEEL),
-                               reference, atol=1e-6)
+    encoder = InBedder(str(adapter), cache_dir=cache, max_length=96, runtime=TORCH)
+    np.testing.assert_allclose(encoder.encode(TEXTS, FEEL), reference, atol=1e-6)
     assert isinstance(json.loads((cache / "merged" / "digests.json").read_text()), dict)
 
 

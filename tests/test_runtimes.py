@@ -362,6 +362,20 @@ def test_search_and_answers_in_a_fresh_interpreter_import_neither_torch_nor_tran
     hits, _ = json.JSONDecoder().raw_decode(searched["out"])
     assert len(hits) == 2 and {hit["id"] for hit in hits} <= {str(i) for i in range(len(TEXTS))}
     assert first.fingerprint in searched["out"]  # info shows the model's fingerprint
+    served = fresh_python(f"""
+        from inbedder_index.serve import Service
+        from inbedder_index.serve.app import create_app  # the HTTP layer, imported as serve imports it
+        from langchain_inbedder import InBedderEmbeddings
+        from llama_index_inbedder import InBedderEmbedding
+        service = Service.open([{str(index)!r}])
+        hits = service.indexes["index"].search("my parcel never arrived", {INSTRUCTION!r}, k=2)
+        local = {{"model_kwargs": {{"cache_dir": {str(cache)!r}, "max_length": 96}}, "instruction": {INSTRUCTION!r}}}
+        chain = InBedderEmbeddings(model={str(folder)!r}, **local).embed_query("a refund")
+        llama = InBedderEmbedding(model={str(folder)!r}, **local).get_query_embedding("a refund")
+        service.close()
+        result = {{"hits": len(hits), "same": max(abs(a - b) for a, b in zip(chain, llama))}}
+    """, INBEDDER_INDEX_CACHE=str(cache))
+    assert served["heavy"] == [] and served["hits"] == 2 and served["same"] < 1e-6
 
 
 def test_int8_is_made_and_run_without_torch(folder_model, tmp_path):

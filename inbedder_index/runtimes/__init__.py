@@ -22,15 +22,12 @@ that several suffixes can share a prefix.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx")
 QUANTIZE = ("int8",)
