@@ -15,7 +15,7 @@ import pytest
 
 from inbedder_index import EmbeddingCache, InBedder
 from inbedder_index.errors import EmbeddingCacheError
-from tiny_models import make_model
+from tiny_models import count_forward_calls, make_model
 
 FEEL = "How does the customer feel?"
 TEXTS = ["I am furious, the parcel never arrived.", "Thanks, it works!", "Where is my parcel?"]
@@ -30,15 +30,7 @@ def cached_encoder(tmp_path) -> tuple[InBedder, EmbeddingCache, list[int]]:
     model, tokenizer = make_model("llama")
     cache = EmbeddingCache(tmp_path / "cache")
     encoder = InBedder.from_model(model, tokenizer, max_length=96, embedding_cache=cache)
-    calls: list[int] = []
-    original = encoder._forward
-
-    def counting(prompts, answers):
-        calls.append(len(prompts))
-        return original(prompts, answers)
-
-    encoder._forward = counting  # type: ignore[method-assign]
-    return encoder, cache, calls
+    return encoder, cache, count_forward_calls(encoder)
 
 
 BAD_ROWS = {  # how a row is damaged -> the SQL value put in its place

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from inbedder_index.cli import main
-from tiny_models import make_model
+from tiny_models import save_tiny
 
 FEEL = "How does the customer feel?"
 WANT = "What does the customer want?"
@@ -24,11 +24,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    model, tokenizer = make_model("llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny(tmp_path_factory.mktemp("model") / "tiny-llama"))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

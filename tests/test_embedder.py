@@ -14,7 +14,7 @@ import pytest
 from inbedder_index import Embedder, InBedder, connect
 from inbedder_index.client import RemoteInBedder
 from inbedder_index.embedder import check_instructions, check_texts
-from tiny_models import make_model
+from tiny_models import make_model, save_tiny
 
 MEMBERS = [name for name in vars(Embedder) if not name.startswith("_")]
 
@@ -30,13 +30,10 @@ def test_the_protocol_is_the_five_things_an_index_needs():
 
 
 def test_connect_without_a_server_gives_a_local_model(tmp_path):
-    model, tokenizer = make_model("llama")
-    folder = tmp_path / "tiny"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_tiny(tmp_path / "tiny")
     local = connect(str(folder), cache_dir=tmp_path / "cache", max_length=96, runtime="torch")
     assert isinstance(local, InBedder) and local.runtime.name == "torch" and local.max_length == 96
-    reference = InBedder.from_model(model, tokenizer, max_length=96)
+    reference = InBedder.from_model(*make_model("llama"), max_length=96)  # the same seed: the saved weights
     assert local.fingerprint == reference.fingerprint
     np.testing.assert_allclose(local.encode(["a refund"], "Why?"), reference.encode(["a refund"], "Why?"), atol=1e-6)
     with pytest.raises(ValueError, match="api_key is for a server"):

@@ -11,7 +11,7 @@ from inbedder_index.encoder import plan_batches
 from inbedder_index.errors import ModelNotAvailableError
 from inbedder_index.models import DEFAULT_MODEL, resolve_name
 from inbedder_index.prompt import INSTRUCTION_PART, PromptBuilder
-from tiny_models import make_model
+from tiny_models import count_forward_calls, make_model
 
 INSTRUCTION = "What does the customer want?"
 TEXTS = [
@@ -114,14 +114,7 @@ def test_embedding_cache_hit_and_miss(tiny, tmp_path):
     style, model, tokenizer = tiny
     cache = EmbeddingCache(tmp_path / "cache")
     encoder = InBedder.from_model(model, tokenizer, max_length=96, embedding_cache=cache)
-    calls: list[int] = []
-    original = encoder._forward
-
-    def counting(prompts, answers):
-        calls.append(len(prompts))
-        return original(prompts, answers)
-
-    encoder._forward = counting  # type: ignore[method-assign]
+    calls = count_forward_calls(encoder)
     first = encoder.encode(TEXTS, INSTRUCTION)
     assert sum(calls) == len(TEXTS)
     again = encoder.encode(TEXTS, INSTRUCTION)

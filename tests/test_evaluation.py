@@ -767,13 +767,9 @@ def test_tiny_model_scores_match_its_own_vectors_and_answers(tiny, two_aspect):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
-    from tiny_models import make_model
+    from tiny_models import save_tiny
 
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    model, tokenizer = make_model("llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny(tmp_path_factory.mktemp("model") / "tiny-llama"))
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

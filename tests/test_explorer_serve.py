@@ -16,7 +16,7 @@ from serving import running, start_cli_server, stop, tiny_server_encoder
 from inbedder_index import InstructionIndex
 from inbedder_index.explore import MAX_CLUSTERS, MAX_POINTS, collection_map
 from inbedder_index.serve import Service, Settings
-from tiny_models import make_model
+from tiny_models import save_tiny
 
 KEY = "explorer-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -138,10 +138,7 @@ def test_settings_ui_false_serves_the_api_without_the_page(index_path) -> None:
 
 
 def test_cli_serve_no_ui_turns_the_page_off(tmp_path) -> None:
-    folder = tmp_path / "tiny-llama"
-    model, tokenizer = make_model("llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_tiny(tmp_path / "tiny-llama")
     path = tmp_path / "cli-index"
     with InstructionIndex.open(path, model=str(folder)) as index:
         index.add(feedback_documents()[:3])

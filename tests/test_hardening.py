@@ -34,7 +34,7 @@ from inbedder_index.errors import IncompleteIndexError, IndexLockedError, LimitE
 from inbedder_index.limits import MAX_K, MAX_METADATA_BYTES, MAX_METADATA_DEPTH  # noqa: E402
 from inbedder_index.migration import migrate_index  # noqa: E402
 from inbedder_index.serve import Settings  # noqa: E402
-from tiny_models import make_model  # noqa: E402
+from tiny_models import save_tiny  # noqa: E402
 
 DOCS = [{"id": doc_id, "text": text, "metadata": metadata} for doc_id, text, metadata in SMALL_CORPUS]
 ODD_KEYS = {"first name": "Jo", "a.b": 1, "shop": "west"}  # keys no filter can name, and one it can
@@ -95,11 +95,7 @@ def test_metadata_keys_that_filters_cannot_name_never_fail_or_wedge_a_write(tmp_
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """The tiny model saved as a folder, so the CLI can load it by name."""
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    model, tokenizer = make_model("llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny(tmp_path_factory.mktemp("model") / "tiny-llama")
 
 
 def test_the_cli_builds_and_adds_documents_with_such_keys(tmp_path, model_dir) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from test_hostile import _edit_manifest
-from tiny_models import make_model
+from tiny_models import save_tiny
 
 from inbedder_index import InstructionIndex, models
 from inbedder_index.errors import ModelMismatchError
@@ -20,10 +20,7 @@ DOCS = [{"id": "a", "text": "The parcel never arrived and I am furious."},
 def two_versions(tmp_path, monkeypatch):
     """A tiny model released as v1, then v2 (other weights); the alias starts at v1."""
     for version, seed in (("v1", 1), ("v2", 2)):
-        model, tokenizer = make_model("llama", seed=seed)
-        folder = tmp_path / f"tiny-{version}"
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        folder = save_tiny(tmp_path / f"tiny-{version}", seed=seed)
         monkeypatch.setitem(models._BUILTIN, f"tiny-{version}", ModelSpec(f"tiny-{version}", str(folder), "test", "MIT"))
     monkeypatch.setitem(models.ALIASES, "tiny", "tiny-v1")
     return tmp_path

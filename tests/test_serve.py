@@ -23,7 +23,7 @@ from serving import running, start_cli_server, stop, tiny_server_encoder
 from inbedder_index import InstructionIndex
 from inbedder_index.errors import IndexLockedError
 from inbedder_index.serve import Service, Settings
-from tiny_models import make_model
+from tiny_models import save_tiny
 
 TEXTS = ["I am furious, refund me now.", "Thanks, the kettle works!", "", "Where is my parcel?"]
 DOCS = [{"id": doc_id, "text": text, "metadata": metadata} for doc_id, text, metadata in SMALL_CORPUS]
@@ -330,11 +330,7 @@ def test_metrics_are_prometheus_text(client, server) -> None:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    model, tokenizer = make_model("llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny(tmp_path_factory.mktemp("model") / "tiny-llama")
 
 
 def test_cli_serve_holds_the_lock_answers_and_stops_quietly(tmp_path, model_dir) -> None:

@@ -7,6 +7,7 @@ with a leading ``<s>`` (Llama).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,3 +89,25 @@ def make_model(style: str, seed: int = 0) -> tuple[torch.nn.Module, PreTrainedTo
                              max_position_embeddings=1100, architectures=["LlamaForCausalLM"], **common)
         model = LlamaForCausalLM(config)
     return model.eval(), tokenizer
+
+
+def save_tiny(folder: Path, style: str = "llama", seed: int = 0) -> Path:
+    """A tiny random model saved as a model folder (what the CLI, a server or a "built-in" loads by path)."""
+    model, tokenizer = make_model(style, seed=seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def count_forward_calls(encoder: Any) -> list[int]:
+    """Wrap ``encoder._forward`` so the returned list grows by the number of prompts each call saw."""
+    calls: list[int] = []
+    original = encoder._forward
+
+    def counting(prompts: Any, answers: Any) -> Any:
+        calls.append(len(prompts))
+        return original(prompts, answers)
+
+    encoder._forward = counting
+    return calls
+
