@@ -76,20 +76,28 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int)
     return batches
 
 
+def _identity(tokenizer: Any, kind: Kind, n_mask: int) -> bytes:
+    """What besides the weights decides the vectors: the tokenizer, the pooling, the prompt's version."""
+    probe = tokenizer(_TOKENIZER_PROBE, add_special_tokens=True)["input_ids"]
+    return json.dumps({
+        "tokenizer": list(probe),
+        "vocab": len(tokenizer),
+        "pooling": f"mask-mean-{n_mask}" if kind == "masked" else "last-token",
+        "prompt": PROMPT_VERSION,
+    }).encode()
+
+
 def model_fingerprint(weights: str, tokenizer: Any, kind: Kind, n_mask: int) -> str:
     """A model's identity: its weights' digest, its tokenizer, its pooling and the prompt's version.
 
     Equal fingerprints give equal vectors; the ONNX graph cache is keyed by it.
     """
-    probe = tokenizer(_TOKENIZER_PROBE, add_special_tokens=True)["input_ids"]
-    digest = hashlib.sha256(weights.encode())
-    digest.update(json.dumps({
-        "tokenizer": list(probe),
-        "vocab": len(tokenizer),
-        "pooling": f"mask-mean-{n_mask}" if kind == "masked" else "last-token",
-        "prompt": PROMPT_VERSION,
-    }).encode())
-    return digest.hexdigest()[:32]
+    return hashlib.sha256(weights.encode() + _identity(tokenizer, kind, n_mask)).hexdigest()[:32]
+
+
+def sampled_model_fingerprint(sampled_weights: bytes, tokenizer: Any, kind: Kind, n_mask: int) -> str:
+    """The fingerprint releases before the full weights digest recorded (from sampled weights)."""
+    return hashlib.sha256(sampled_weights + _identity(tokenizer, kind, n_mask)).hexdigest()[:32]
 
 
 @dataclass
@@ -131,6 +139,8 @@ class InBedder:
         quantize: Any = None,
     ) -> None:
         chosen = choose_runtime(runtime, quantize, device, dtype)
+        self._load_args: dict[str, Any] | None = {"model": model, "revision": revision, "cache_dir": cache_dir,
+                                                  "trust_remote_code": trust_remote_code}
         root = cache_root(cache_dir)
         source = sources.locate(model, revision=revision, cache_dir=cache_dir, n_mask=n_mask)
         known = sources.recall(root, source) if source is not None else None
@@ -176,6 +186,7 @@ class InBedder:
         from .runtimes.pytorch import pick_device
 
         self = cls.__new__(cls)
+        self._load_args = None  # in memory: nothing to reload it from
         chosen = choose_runtime(runtime, quantize, device, next(model.parameters()).dtype)
         loaded = LoadedModel(model.eval(), tokenizer, kind or model_kind(model.config), model_id, None)
         self._bind_model(loaded, pick_device(device), runtime=chosen, quantize=quantize, root=cache_root(cache_dir),
@@ -255,6 +266,7 @@ class InBedder:
         self._model_id = model_id
         self._base_fingerprint = fingerprint
         self._fingerprint: str | None = None
+        self._earlier: tuple[str, ...] | None = None
         self._pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
         self.prompts = PromptBuilder(tokenizer, max_length=max_length, n_mask=self.n_mask,
                                      instruction_room=instruction_room)
@@ -289,10 +301,35 @@ class InBedder:
 
                 loaded = LoadedModel(self.model, self.tokenizer, self.kind, self.model_id, None)
                 self._base_fingerprint = self._fingerprint_of(loaded, self.n_mask)
-            tag = self.runtime.vector_tag
-            base = self._base_fingerprint
-            self._fingerprint = base if tag is None else hashlib.sha256(f"{base}|{tag}".encode()).hexdigest()[:32]
+            self._fingerprint = self._tagged(self._base_fingerprint)
         return self._fingerprint
+
+    def earlier_fingerprints(self) -> tuple[str, ...]:
+        """This model's fingerprints under earlier releases' schemes: what indexes built by them record.
+
+        Asked for only when an index records a fingerprint other than the current one. It needs
+        the weights in PyTorch, so on the ONNX runtime the model is loaded once more for it.
+        """
+        if self._earlier is None:
+            model = self.model
+            if model is None and self._load_args is not None:
+                from .models import load_model
+
+                model = load_model(**self._load_args).model
+            if model is None:  # an in-memory model run as a graph: no earlier release saw it
+                self._earlier = ()
+            else:
+                from .runtimes.pytorch import sampled_weights_stream
+
+                sampled = sampled_model_fingerprint(sampled_weights_stream(model), self.tokenizer, self.kind,
+                                                    self.n_mask)
+                self._earlier = (self._tagged(sampled),)
+        return self._earlier
+
+    def _tagged(self, base: str) -> str:
+        """A runtime whose vectors differ (int8 weights) adds what makes them differ."""
+        tag = self.runtime.vector_tag
+        return base if tag is None else hashlib.sha256(f"{base}|{tag}".encode()).hexdigest()[:32]
 
     def __repr__(self) -> str:
         quantized = f", quantize={self.runtime.quantize!r}" if self.runtime.quantize else ""

@@ -108,7 +108,8 @@ class InstructionIndex:
             raise
 
     def _adopt(self, encoder: InBedder) -> None:
-        self._state.adopt_model(encoder.model_id, encoder.fingerprint, encoder.dim, encoder.max_length)
+        self._state.adopt_model(encoder.model_id, encoder.fingerprint, encoder.dim, encoder.max_length,
+                                getattr(encoder, "earlier_fingerprints", None))
 
     @property
     def encoder(self) -> InBedder:

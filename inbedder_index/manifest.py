@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends.base import validate_collection_name
@@ -248,14 +249,29 @@ class Manifest:
             raise ManifestError(f"{path} keeps its vectors in {where}, but it was opened with {given}; "
                                 f"open it with {'qdrant_url=' + repr(stored_url) if stored_url else 'no qdrant_url'}")
 
-    def check_model(self, path: Path, model_id: str, fingerprint: str) -> None:
+    def check_model(self, path: Path, model_id: str, fingerprint: str,
+                    earlier: Callable[[], Sequence[str]] | None = None) -> bool:
+        """Refuse another model; True when the index recorded this one under an earlier fingerprint
+        scheme (``earlier`` gives the model's fingerprints under those), so the caller re-records it."""
         recorded = self.model
-        if recorded is not None and recorded.fingerprint != fingerprint:
-            raise ModelMismatchError(
-                f"{path} was built with model {recorded.id!r} (fingerprint {recorded.fingerprint}), "
-                f"but it was opened with {model_id!r} (fingerprint {fingerprint}); "
-                f"open it with model={recorded.id!r}, or build a new index for the new model"
-            )
+        if recorded is None or recorded.fingerprint == fingerprint:
+            return False
+        if earlier is not None and recorded.fingerprint in earlier():
+            return True
+        raise ModelMismatchError(
+            f"{path} was built with model {recorded.id!r} (fingerprint {recorded.fingerprint}), "
+            f"but it was opened with {model_id!r} (fingerprint {fingerprint}); "
+            f"open it with model={recorded.id!r}, or build a new index for the new model"
+        )
+
+    def renew_fingerprint(self, fingerprint: str) -> None:
+        """The same model under the current fingerprint scheme: the model and its collections say so
+        (collections keep their names, so nothing stored moves)."""
+        assert self.model is not None
+        old, self.model.fingerprint = self.model.fingerprint, fingerprint
+        for entry in self.collections.values():
+            if entry.fingerprint == old:
+                entry.fingerprint = fingerprint
 
     # ----------------------------------------------------------------- entries
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +152,18 @@ class IndexState:
         """Store the manifest (in the corpus, so inside any transaction the caller holds)."""
         self.corpus.set_meta(MANIFEST_KEY, self.manifest.dumps())
 
-    def adopt_model(self, model_id: str, fingerprint: str, dim: int, max_length: int) -> None:
-        """Refuse a model other than the index's; a writer records the first one it meets."""
-        self.manifest.check_model(self.path, model_id, fingerprint)
+    def adopt_model(self, model_id: str, fingerprint: str, dim: int, max_length: int,
+                    earlier: Callable[[], Sequence[str]] | None = None) -> None:
+        """Refuse a model other than the index's; a writer records the first one it meets.
+
+        An index an earlier release built records the same model under that release's fingerprint
+        (``earlier``): it is accepted, and a writer records the current fingerprint from now on.
+        """
+        if self.manifest.check_model(self.path, model_id, fingerprint, earlier):
+            logger.info("%s: recording the model's fingerprint in the current scheme", self.path)
+            self.manifest.renew_fingerprint(fingerprint)
+            if not self.read_only:
+                self.save()
         if self.manifest.model is None and not self.read_only:
             self.manifest.model = ModelRecord(model_id, fingerprint, dim, max_length)
             self.save()

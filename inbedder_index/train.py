@@ -629,9 +629,17 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     ``output_dir/checkpoint`` every ``checkpoint_seconds``; ``resume=True`` continues from it and
     ends with the same weights as an uninterrupted run (same seed, no time budget).
     """
-    started = time.time()
+    previous_threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    try:
+        return _train(config, progress)
+    finally:  # the caller's process keeps its own thread count
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config: TrainConfig, progress: bool) -> Path:
+    started = time.time()
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -3,6 +3,8 @@ default has become since (a package upgrade never breaks an index that worked)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from test_hostile import _edit_manifest
 from tiny_models import save_tiny
@@ -89,3 +91,42 @@ def test_every_listed_builtin_adapter_ships_and_the_default_is_listed():
         if spec.source == "builtin:adapter":
             folder = models.shipped_model_folder(spec.name)
             assert (folder / "adapter_config.json").is_file() and (folder / "MODEL_CARD.md").is_file(), spec.name
+
+
+# --------------------------------------------------------------------------- indexes from earlier releases
+
+BUILT_BEFORE_DIGEST = Path(__file__).parent / "data" / "index-before-weights-digest"  # see tests/data/README.md
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_an_index_built_by_the_previous_release_opens_and_is_upgraded_on_write(tmp_path, runtime):
+    import shutil
+
+    model = save_tiny(tmp_path / "tiny", seed=0)  # the same weights the earlier release built it with
+    folder = shutil.copytree(BUILT_BEFORE_DIGEST, tmp_path / "old-index")
+    recorded = _edit_manifest(folder, lambda manifest: None)["model"]["fingerprint"]
+    kwargs = {"max_length": 64, "runtime": runtime, "cache_dir": tmp_path / "cache"}
+
+    with InstructionIndex.open(folder, model=str(model), read_only=True, **kwargs) as index:
+        assert index.encoder.fingerprint != recorded  # the scheme changed ...
+        assert recorded in index.encoder.earlier_fingerprints()  # ... and the old one is still recognised
+        hits = index.search("angry", INSTRUCTION, k=3)
+    assert [h.id for h in hits] == ["a", "b", "c"]  # what the earlier release returned for this query
+    assert _edit_manifest(folder, lambda manifest: None)["model"]["fingerprint"] == recorded  # read-only: untouched
+
+    with InstructionIndex.open(folder, model=str(model), **kwargs) as index:
+        index.add([{"id": "d", "text": "I love it, thank you!"}])
+        current = index.encoder.fingerprint
+        assert {h.id for h in index.search("angry", INSTRUCTION, k=4)} == {"a", "b", "c", "d"}
+    manifest = _edit_manifest(folder, lambda manifest: None)
+    assert manifest["model"]["fingerprint"] == current
+    assert {entry["fingerprint"] for entry in manifest["collections"].values()} == {current}
+
+
+def test_an_earlier_fingerprint_of_another_model_is_still_refused(tmp_path):
+    import shutil
+
+    other = save_tiny(tmp_path / "other", seed=5)
+    folder = shutil.copytree(BUILT_BEFORE_DIGEST, tmp_path / "old-index")
+    with pytest.raises(ModelMismatchError, match="fingerprint"):
+        InstructionIndex.open(folder, model=str(other), max_length=64, runtime="torch")

@@ -244,7 +244,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_file):
 
     base, _, _ = _saved("llama", tmp_path)
     settings = {"epochs": 6, "lora_dropout": 0.1, "contrastive_weight": 0.5, "contrastive_batch_size": 4,
-                "contrastive_every": 2, "checkpoint_steps": 2}
+                "contrastive_every": 2, "checkpoint_steps": 2,
+                "num_threads": 1}  # one thread: the same sums in the same order in every process, any machine
     whole = train(_config(base, data_file, tmp_path / "whole", **settings), progress=False)
 
     config = _config(base, data_file, tmp_path / "killed", **settings)

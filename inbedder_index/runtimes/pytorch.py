@@ -104,6 +104,22 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def sampled_weights_stream(model: torch.nn.Module) -> bytes:
+    """The weights as releases before the full digest fingerprinted them: 64 evenly spread values
+    of every floating tensor, by name, at bfloat16 precision. Kept only so that indexes those
+    releases built are recognised (``InBedder.earlier_fingerprints``)."""
+    parts: list[bytes] = []
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            if flat.numel() == 0 or not flat.is_floating_point():
+                continue
+            count = min(flat.numel(), 64)
+            picks = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
+            parts += [name.encode(), flat[picks].to(torch.bfloat16).float().cpu().numpy().tobytes()]
+    return b"".join(parts)
+
+
 class TorchRuntime:
     """Runs the loaded model on its device; its caches are transformers' own."""
 
