@@ -1,28 +1,12 @@
 """Cold start of ``inbedder-index search``: a fresh process on a small index, against
 ``python -c "import torch, transformers"`` on the same machine in the same run.
 
-1. The demo's index (``examples/data/customer-messages.jsonl``: 16 messages, two instructions) is
-   built with the default model in a temporary folder; this also puts the converted model, the
-   merged adapter and the ONNX graph in the model cache, as any first use does (``inbedder-index
-   export`` and the demo's set-up do it ahead of time).
-2. ``--repeats`` rounds, each running in turn (fresh processes, warm file cache):
-   the baseline ``python -c "import torch, transformers"``, ``python -c "import inbedder_index"``,
-   ``inbedder-index search INDEX QUERY --instruction ... -k 3`` (the default path: on a CPU,
-   ONNX Runtime, no PyTorch) and the same search with ``--runtime torch`` (the path every search
-   took before ONNX Runtime became the default). Each process's peak memory (its own
-   ``ru_maxrss``) is kept beside its times.
-3. Once: the default search with ``-X importtime``, to split its time into imports and the rest
-   (loading, encoding, searching) and to show whether torch or transformers were imported, and
-   once with an empty model cache beside the converted base (a temporary cache): the one-time
-   merge and export a first use pays.
-
-Wall seconds (and CPU seconds, from the children's rusage) are medians over the rounds. Targets:
-search / baseline <= 1.0, and the search's peak memory at most half of the PyTorch search's. The
-file cache is warm: nothing here drops the kernel's caches (the machine may be shared), so "cold"
-means a new process.
+Rounds of fresh processes (warm file cache): the baseline, ``import inbedder_index``, the default
+search and ``search --runtime torch``, with wall and CPU seconds and peak memory; then the search
+under ``-X importtime`` and with a fresh model cache (the one-time merge and export). Targets:
+search / baseline <= 1.0; the search's peak memory at most half of the PyTorch search's.
 
     python -m benchmarks.cold_start --quick      # 2 rounds
-    python -m benchmarks.cold_start              # 7 rounds
 """
 
 from __future__ import annotations
@@ -76,28 +60,21 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> dict[str, An
             "stdout": stdout, "stderr": stderr}
 
 
-def import_split(command: list[str]) -> dict[str, float]:
+def import_split(command: list[str]) -> dict[str, Any]:
     """Seconds of a run spent importing (top-level modules' cumulative ``-X importtime``) and the rest."""
     run = timed([command[0], "-X", "importtime", *command[1:]] if command[0] == sys.executable else
                 [sys.executable, "-X", "importtime", *command])
-    imports_us = 0
     heaviest: list[tuple[int, str]] = []
     for line in run["stderr"].splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)  # one space: a top-level import
         if match:
-            imports_us += int(match.group(1))
             heaviest.append((int(match.group(1)), match.group(2).strip()))
     heaviest.sort(reverse=True)
+    imports_s = sum(us for us, _ in heaviest) / 1e6
     imported = {re.sub(r"^import time:.*\| ", "", line).strip() for line in run["stderr"].splitlines()}
-    return {"wall_s": run["wall_s"], "imports_s": imports_us / 1e6, "rest_s": run["wall_s"] - imports_us / 1e6,
+    return {"wall_s": run["wall_s"], "imports_s": imports_s, "rest_s": run["wall_s"] - imports_s,
             "heaviest_imports": [{"module": name, "s": round(us / 1e6, 3)} for us, name in heaviest[:8]],
             "heavy_imported": [name for name in HEAVY if name in imported]}
-
-
-def build_index(folder: Path) -> None:
-    """The demo's index with the default model (this also converts and merges the model once)."""
-    subprocess.run([*cli(), "build", str(folder), "--input", str(DOCS), "--instruction", FEEL,
-                    "--instruction", WANT], check=True, capture_output=True, text=True)
 
 
 def first_merge(search: list[str], work: Path) -> dict[str, Any]:
@@ -108,9 +85,8 @@ def first_merge(search: list[str], work: Path) -> dict[str, Any]:
     cache = work / "fresh-cache"
     cache.mkdir()
     (cache / base.name).symlink_to(base, target_is_directory=True)
-    first = timed(search, env={**os.environ, "INBEDDER_INDEX_CACHE": str(cache)})
-    second = timed(search, env={**os.environ, "INBEDDER_INDEX_CACHE": str(cache)})
-    return {"first_s": first["wall_s"], "then_s": second["wall_s"]}
+    env = {**os.environ, "INBEDDER_INDEX_CACHE": str(cache)}
+    return {"first_s": timed(search, env)["wall_s"], "then_s": timed(search, env)["wall_s"]}
 
 
 def plot(result: dict[str, Any]) -> Any:
@@ -142,7 +118,7 @@ def summary(result: dict[str, Any]) -> list[str]:
              f"{result[key]['median_cpu_s']:.2f}",
              f"{result[key]['median_peak_rss_mib']:,.0f}" if "median_peak_rss_mib" in result[key] else "-")
             for key, label in commands if key in result]
-    ratio, target = result["ratio"], result["target"]
+    ratio, target, quick = result["ratio"], result["target"], result.get("quick", False)
     lines = [f"{result['repeats']} rounds, fresh processes, warm file cache; load average "
              f"{result['machine']['load_average_1m_end']:.1f} at the end.", "",
              *harness.table(("command", "wall s (median)", "min", "CPU s (median)", "peak MiB (median)"), rows), "",
@@ -154,7 +130,7 @@ def summary(result: dict[str, Any]) -> list[str]:
              f"- first search with an empty model cache beside the converted base: {merge['first_s']:.2f} s "
              f"(merges and exports once), then {merge['then_s']:.2f} s",
              f"- target: search / baseline <= {target}x: {ratio:.2f}x wall, {result['ratio_cpu']:.2f}x CPU, "
-             f"{harness.verdict(result['met'], result.get('quick', False))}"
+             f"{harness.verdict(result['met'], quick)}"
              + ("" if result["met"] else f" (over by {ratio - target:.2f}x: "
                 f"{max(0.0, result['search']['median_wall_s'] - target * result['baseline']['median_wall_s']):.2f} s; "
                 "see where the search's time goes above)")]
@@ -162,18 +138,10 @@ def summary(result: dict[str, Any]) -> list[str]:
         lines.append(f"- target: search peak memory <= {result['memory_target']:.0%} of the PyTorch search's: "
                      f"{result['search']['median_peak_rss_mib']:,.0f} MiB vs "
                      f"{result['search_torch']['median_peak_rss_mib']:,.0f} MiB = {result['memory_ratio']:.0%}, "
-                     f"{harness.verdict(result['memory_met'], result.get('quick', False))}"
+                     f"{harness.verdict(result['memory_met'], quick)}"
                      + ("" if result["memory_met"] else
                         f" (over by {result['memory_ratio'] - result['memory_target']:.0%} of the PyTorch search's)"))
     return lines
-
-
-def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"median_wall_s": statistics.median(r["wall_s"] for r in runs),
-            "min_wall_s": min(r["wall_s"] for r in runs),
-            "median_cpu_s": statistics.median(r["cpu_s"] for r in runs),
-            "all_wall_s": [round(r["wall_s"], 3) for r in runs],
-            "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,14 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         index = work / "customer-index"
         logger.info("building %s with the default model", index)
-        build_index(index)
+        subprocess.run([*cli(), "build", str(index), "--input", str(DOCS), "--instruction", FEEL,
+                        "--instruction", WANT], check=True, capture_output=True, text=True)
         search = [*cli(), "search", str(index), QUERY, "--instruction", FEEL, "-k", "3"]
-        commands = {
-            "baseline": [sys.executable, "-c", "import torch, transformers"],
-            "import_package": [sys.executable, "-c", "import inbedder_index"],
-            "search": search,
-            "search_torch": [*search, "--runtime", "torch"],
-        }
+        commands = {"baseline": [sys.executable, "-c", "import torch, transformers"],
+                    "import_package": [sys.executable, "-c", "import inbedder_index"],
+                    "search": search, "search_torch": [*search, "--runtime", "torch"]}
         runs: dict[str, list[dict[str, Any]]] = {key: [] for key in commands}
         for round_number in range(repeats):
             for key, command in commands.items():
@@ -201,23 +167,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.info("round %d/%d: baseline %.2f s, search %.2f s (torch %.2f s)", round_number + 1, repeats,
                         runs["baseline"][-1]["wall_s"], runs["search"][-1]["wall_s"],
                         runs["search_torch"][-1]["wall_s"])
-        answer = runs["search"][-1]
         split = import_split(search)
         merge = first_merge(search, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result: dict[str, Any] = {key: medians(value) for key, value in runs.items()}
-    result["ratio"] = result["search"]["median_wall_s"] / result["baseline"]["median_wall_s"]
-    result["ratio_cpu"] = result["search"]["median_cpu_s"] / result["baseline"]["median_cpu_s"]
+    result: dict[str, Any] = {
+        key: {"median_wall_s": statistics.median(r["wall_s"] for r in value),
+              "min_wall_s": min(r["wall_s"] for r in value),
+              "median_cpu_s": statistics.median(r["cpu_s"] for r in value),
+              "all_wall_s": [round(r["wall_s"], 3) for r in value],
+              "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in value)}
+        for key, value in runs.items()}
+    ratio = result["search"]["median_wall_s"] / result["baseline"]["median_wall_s"]
     memory_ratio = result["search"]["median_peak_rss_mib"] / result["search_torch"]["median_peak_rss_mib"]
-    result.update(target=TARGET, met=result["ratio"] <= TARGET, search_split=split, first_merge=merge,
+    answer = runs["search"][-1]
+    result.update(ratio=ratio, ratio_cpu=result["search"]["median_cpu_s"] / result["baseline"]["median_cpu_s"],
+                  target=TARGET, met=ratio <= TARGET, search_split=split, first_merge=merge,
                   memory_target=MEMORY_TARGET, memory_ratio=memory_ratio, memory_met=memory_ratio <= MEMORY_TARGET,
                   search_output={"stdout": answer["stdout"], "stderr": answer["stderr"]})
-    info = harness.machine_info("cpu")
-    info.update(load_average_1m_start=load_start, load_average_1m_end=harness.load_average())
-    harness.finish("cold_start_quick" if args.quick else "cold_start",
-                   {"machine": info, "repeats": repeats, "query": QUERY, "instruction": FEEL, **result},
-                   summary, save=not args.no_save, figure=plot)
+    payload = {"machine": harness.machine_info("cpu", since=load_start), "quick": args.quick, "repeats": repeats,
+               "query": QUERY, "instruction": FEEL, **result}
+    harness.finish(args, "cold_start", payload, summary, figure=plot)
     return 0
 
 

@@ -1,26 +1,10 @@
 """Latency of ``search_combined`` over 2 and 4 instructions against as many single searches.
 
-An ``InstructionIndex`` holds ``--docs`` documents (100,000 by default) under four instructions,
-with the vectors of a tiny random Llama's width (``--hidden``, 64 by default): the vectors are
-synthetic (a Gaussian mixture per instruction, each document in its own cluster under each
-instruction, so neighbourhoods are structured and differ between instructions), written with
-synthetic answers through the library's build path (``register_instructions``, ``Sync.store``,
-``Sync.checkpoint``) into real collections; no document is encoded. The model only embeds the
-text queries.
-
-Two timings per number of instructions n (2 and 4), each query one call, interleaved so that
-background load hits both sides alike, after warm-up calls:
-
-- by vector: ``search_combined_by_vectors`` (held-out points of the same mixture as queries)
-  against n calls of ``search_by_vector``: the cost of candidates, re-scoring and widening;
-- by text: ``search_combined`` against n calls of ``search`` with the same text under each
-  instruction: the model's time (one prompt per instruction either way) plus the above.
-
-It also reports recall@k of the combined search against NumPy brute force over the generated
-vectors (1.0 means the ranking is exact; FAISS flat is exact, HNSW and Qdrant's graph are not).
+The index holds synthetic vectors of a tiny model's width (a Gaussian mixture per instruction),
+written through the library's build path; the model only embeds text queries. Timed interleaved,
+by vector and by text, with recall@k of the combined search against NumPy's exact ranking.
 
     python -m benchmarks.combined_search --quick                 # 2,000 documents, 20 queries
-    python -m benchmarks.combined_search                         # 100,000 documents, 100 queries
     python -m benchmarks.combined_search --backend qdrant        # embedded Qdrant instead of FAISS
 """
 
@@ -30,7 +14,7 @@ import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +31,18 @@ ANSWERS = ["positive", "negative", "neutral", "sports", "business", "world", "sc
 WRITE_CHUNK = 10_000
 
 
-def mixture(n: int, dim: int, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` unit vectors around ``clusters`` random centres, and each one's cluster."""
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    labels = rng.integers(0, clusters, n)
-    points = centres[labels] + 0.8 * rng.standard_normal((n, dim)).astype(np.float32)
-    return points / np.linalg.norm(points, axis=1, keepdims=True), labels
-
-
 def build(index: Any, n: int, dim: int, held_out: int,
           rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Store ``n`` documents with synthetic vectors and answers under every instruction; returns the
-    stored vectors and ``held_out`` query vectors per instruction."""
+    """Store ``n`` documents with synthetic vectors (unit vectors around random centres) and answers
+    under every instruction; returns the stored vectors and ``held_out`` query vectors per instruction."""
     queries: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for instruction in INSTRUCTIONS:
-        points, label = mixture(n + held_out, dim, clusters=max(8, n // 500), rng=rng)
+        centres = rng.standard_normal((max(8, n // 500), dim)).astype(np.float32)
+        label = rng.integers(0, len(centres), n + held_out)
+        points = centres[label] + 0.8 * rng.standard_normal((n + held_out, dim)).astype(np.float32)
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
         vectors[instruction], queries[instruction], labels[instruction] = points[:n], points[n:], label[:n]
     index.register_instructions(INSTRUCTIONS)
     sync = index.sync_state()
@@ -88,21 +67,17 @@ def recall(index: Any, vectors: dict[str, np.ndarray], queries: dict[str, np.nda
     found = []
     for q in range(samples):
         asked = {i: queries[i][q] for i in instructions}
-        total = sum(vectors[i] @ asked[i] for i in instructions)
-        exact = {f"doc-{j:07d}" for j in np.argsort(-total)[:k]}
-        hits = index.search_combined_by_vectors(asked, k=k)
-        found.append(len(exact & {h.id for h in hits}) / k)
+        exact = {f"doc-{j:07d}" for j in np.argsort(-sum(vectors[i] @ asked[i] for i in instructions))[:k]}
+        found.append(len(exact & {h.id for h in index.search_combined_by_vectors(asked, k=k)}) / k)
     return float(np.mean(found))
 
 
-def time_pair(combined: Any, singles: Any, rounds: int) -> dict[str, Any]:
+def time_pair(combined: Callable[[int], Any], singles: Callable[[int], Any], rounds: int) -> dict[str, Any]:
     """Interleaved timings of one combined call and the equivalent single calls, per query."""
     times: dict[str, list[float]] = {"combined": [], "singles": []}
     for q in range(rounds):
         for side, call in (("combined", combined), ("singles", singles)):
-            start = time.perf_counter()
-            call(q)
-            times[side].append(time.perf_counter() - start)
+            times[side].append(harness.time_call(lambda: call(q))[0])
     measured: dict[str, Any] = {side: {"median_ms": 1000 * statistics.median(values),
                                        "p90_ms": 1000 * float(np.percentile(values, 90))}
                                 for side, values in times.items()}
@@ -121,6 +96,7 @@ def run(args: Any) -> dict[str, Any]:
                                   max_length=128)
     texts = news_texts(args.queries + 5, seed=args.seed + 7)
     results: dict[str, Any] = {}
+    k = args.k
     with tempfile.TemporaryDirectory(prefix="combined_search-") as work, \
             InstructionIndex.open(Path(work) / "index", model=encoder, backend=args.backend) as index:
         started = time.perf_counter()
@@ -128,15 +104,13 @@ def run(args: Any) -> dict[str, Any]:
         build_s = time.perf_counter() - started
         for n in COUNTS:
             instructions = INSTRUCTIONS[:n]
-            k = args.k
-            by_vector = {i: queries[i] for i in instructions}
             for q in range(5):  # warm-up: caches, FAISS threads, the model's first calls
                 index.search_combined({i: texts[-1 - q] for i in instructions}, k=k)
-                index.search_combined_by_vectors({i: by_vector[i][q] for i in instructions}, k=k)
+                index.search_combined_by_vectors({i: queries[i][q] for i in instructions}, k=k)
             results[str(n)] = {
                 "by_vector": time_pair(
-                    lambda q: index.search_combined_by_vectors({i: by_vector[i][q] for i in instructions}, k=k),
-                    lambda q: [index.search_by_vector(by_vector[i][q], i, k=k) for i in instructions], args.queries),
+                    lambda q: index.search_combined_by_vectors({i: queries[i][q] for i in instructions}, k=k),
+                    lambda q: [index.search_by_vector(queries[i][q], i, k=k) for i in instructions], args.queries),
                 "by_text": time_pair(
                     lambda q: index.search_combined({i: texts[q] for i in instructions}, k=k),
                     lambda q: [index.search(texts[q], i, k=k) for i in instructions], args.queries),
@@ -178,13 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.queries = args.queries or (20 if args.quick else 100)
     load_start = harness.load_average()
     measured = run(args)
-    info = harness.machine_info("cpu")
-    info["load_average_1m_start"] = load_start
-    payload = {"machine": info, "quick": args.quick, **measured,
+    payload = {"machine": harness.machine_info("cpu", since=load_start), "quick": args.quick, **measured,
                "settings": {"docs": args.docs, "queries": args.queries, "hidden": args.hidden,
                             "backend": args.backend, "k": args.k, "threads": args.threads, "seed": args.seed}}
-    harness.finish("combined_search_quick" if args.quick else "combined_search", payload, summary,
-                   save=not args.no_save)
+    harness.finish(args, "combined_search", payload, summary)
     return 0
 
 

@@ -1,16 +1,11 @@
 """Texts per second of ``InBedder.encode`` on each runtime against the published reference procedure.
 
-Side by side in one run (``procedures.compare_procedures``), on the same model, mixed-length
-texts, batch size and token ids: the reference (``generate(max_new_tokens=3,
-output_hidden_states=True)``, left-padded), ``encode`` on ``runtime="torch"``, the default path
-(``InBedder(name)``: on a CPU, ONNX Runtime with the graph read from the model cache, no PyTorch)
-and ``"onnx"`` + ``quantize="int8"``, and sentence-transformers with last-token pooling on the
-pre-formatted prompts, at the default thread setting unless ``--threads``. Targets (CPU): the
-default path >= 2.5x the reference at min cosine >= 0.9999; int8 >= 3.5x (its quality is
-``int8_quality``'s).
+Side by side (``procedures.compare_procedures``) on mixed-length texts: the reference, ``encode`` on
+torch, the default path (``InBedder(name)``: ONNX Runtime on a CPU), int8, and sentence-transformers'
+last-token route. Targets (CPU): the default path >= 2.5x the reference at min cosine >= 0.9999;
+int8 >= 3.5x (its quality is ``int8_quality``'s).
 
     python -m benchmarks.encode_speed --quick     # seconds: checks that everything runs
-    python -m benchmarks.encode_speed             # 256 mixed texts, batch 32, 3 rounds
 """
 
 from __future__ import annotations
@@ -32,11 +27,11 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     verdicts = {}
     for name, target in TARGETS.items():
         row = result["procedures"].get(name)
-        if row is None:
-            continue
-        met = row["vs_reference"] >= target["vs_reference"] and row["min_cosine_to_inbedder"] >= target.get("min_cosine", -1)
-        verdicts[name] = {**target, "vs_reference_measured": row["vs_reference"],
-                          "min_cosine_measured": row["min_cosine_to_inbedder"], "met": bool(met)}
+        if row is not None:
+            met = row["vs_reference"] >= target["vs_reference"] and row["min_cosine_to_inbedder"] >= target.get(
+                "min_cosine", -1)
+            verdicts[name] = {**target, "vs_reference_measured": row["vs_reference"],
+                              "min_cosine_measured": row["min_cosine_to_inbedder"], "met": bool(met)}
     return verdicts
 
 
@@ -64,7 +59,7 @@ def plot(payload: dict[str, Any]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = harness.parser(__doc__)
-    parser.add_argument("--model", default="inbedder-smollm2-135m", help="built-in name, hub id or folder (default: %(default)s)")
+    parser.add_argument("--model", default="inbedder-smollm2-135m", help="built-in name, hub id or folder")
     parser.add_argument("--n", type=int, default=256, help="number of texts (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians count (default: %(default)s)")
@@ -76,7 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--long-fraction", type=float, default=0.0, help="share of patent-like texts (cut at 512 tokens)")
     parser.add_argument("--threads", type=int, default=None, help="the model's CPU threads, PyTorch's and ONNX "
                                                                   "Runtime's alike (default: their own defaults)")
-    parser.add_argument("--out", default=None, help="results name (default: encode_speed, or encode_speed_quick)")
     args = harness.parse(parser, argv)
     if args.quick:
         args.n, args.batch_size, args.rounds = min(args.n, 8), min(args.batch_size, 4), 1
@@ -87,18 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     texts = mixed_texts(args.n, args.seed, args.medium_fraction, args.long_fraction)
     base = InBedder(args.model, batch_size=args.batch_size, runtime="torch")  # the reference needs PyTorch
-    encoders = procedures.runtime_encoders(
-        base, [r for r in args.runtimes.split(",") if r] if str(base.device) == "cpu" else [])
+    encoders = procedures.runtime_encoders(base, harness.names(args.runtimes) if str(base.device) == "cpu" else [])
     with tempfile.TemporaryDirectory(prefix="st-model-") as folder:
         st_model = None if args.no_st else procedures.sentence_transformers_lasttoken(base, Path(folder))
         result = procedures.compare_procedures(encoders, texts, args.instruction, args.batch_size, args.rounds, st_model)
     result["targets"] = check_targets(result)
-    info = harness.machine_info(base.device)
-    settings = {k: v for k, v in vars(args).items() if k not in {"no_save", "verbose"}}
-    payload = {"quick": args.quick, "machine": info, "settings": settings, "model": base.model_id, "result": result,
-               "elapsed_s": round(time.perf_counter() - started, 1)}
-    harness.finish(args.out or ("encode_speed_quick" if args.quick else "encode_speed"), payload, summary,
-                   save=not args.no_save, figure=plot)
+    payload = {"quick": args.quick, "machine": harness.machine_info(base.device), "settings": harness.recorded(args),
+               "model": base.model_id, "result": result, "elapsed_s": round(time.perf_counter() - started, 1)}
+    harness.finish(args, "encode_speed", payload, summary, figure=plot)
     return 0
 
 

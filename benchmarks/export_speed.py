@@ -1,19 +1,11 @@
 """Export of the default model to ONNX: each exporter side by side, and what the fingerprint costs.
 
-1. The model is loaded with PyTorch as a first use does (the built-in base is converted from GGUF
-   and the adapter merged once, into the model cache, before anything is timed).
-2. ``weights_digest`` (the fingerprint: every weight at bfloat16 precision) is timed; the target
-   is under a second (later loads read it from the source memo and only ``stat`` files).
-3. Each exporter (``runtimes.export.EXPORTERS``: TorchScript ``dynamo=False`` and dynamo) exports
-   into a temporary folder, once: wall seconds of the whole ``export_graph`` (export, the check
-   against PyTorch on two probe batches, the tokenizer), the probe's min cosine, the graph's size,
-   ONNX Runtime's session load, and the same texts encoded by that graph against PyTorch (min
-   cosine, and seconds for one pass at the default thread setting).
-4. The verdict: the fastest exporter whose graph stays at cosine >= 0.9999 to PyTorch, against
-   ``DEFAULT_EXPORTER`` (the library's choice), and the export target (under 60 s on an idle machine).
+Timed after the model is loaded with PyTorch: ``weights_digest`` (target under a second) and one
+``export_graph`` per exporter, with its probe cosine, graph size, session load and encoded vectors
+against PyTorch. The verdict: the fastest exporter at cosine >= 0.9999 against ``DEFAULT_EXPORTER``,
+and an export under 60 s.
 
-    python -m benchmarks.export_speed --quick     # the tiny sizes: 8 texts
-    python -m benchmarks.export_speed             # 64 texts
+    python -m benchmarks.export_speed --quick     # 8 texts
 """
 
 from __future__ import annotations
@@ -33,7 +25,7 @@ DIGEST_TARGET_S = 1.0
 MIN_COSINE = 0.9999
 
 
-def measure(exporter: str, loaded: Any, encoder: Any, texts: list[str], instruction: str, work: Path) -> dict[str, Any]:
+def measure(exporter: str, loaded: Any, encoder: Any, texts: list[str], work: Path) -> dict[str, Any]:
     """One export with ``exporter`` and what its graph gives."""
     from inbedder_index.encoder import InBedder
     from inbedder_index.runtimes import ort
@@ -41,47 +33,43 @@ def measure(exporter: str, loaded: Any, encoder: Any, texts: list[str], instruct
 
     root = work / exporter
     start = time.perf_counter()
-
-    def export(staging: Path) -> dict[str, Any]:
-        return export_graph(loaded.model, loaded.tokenizer, loaded.kind, staging, exporter=exporter,
-                            label=f"{loaded.model_id} ({exporter})")
-
-    graph = ort.load(root, encoder.fingerprint, loaded.kind, export=export)
+    label = f"{loaded.model_id} ({exporter})"
+    graph = ort.load(root, encoder.fingerprint, loaded.kind, export=lambda staging: export_graph(
+        loaded.model, loaded.tokenizer, loaded.kind, staging, exporter=exporter, label=label))
     export_s = time.perf_counter() - start
     session_s = harness.time_call(lambda: ort.cached(root, encoder.fingerprint, loaded.kind))[0]
     onnx = InBedder.from_model(loaded.model, loaded.tokenizer, model_id=loaded.model_id, kind=loaded.kind,
                                max_length=encoder.max_length, batch_size=encoder.batch_size, runtime="onnx",
                                cache_dir=root)  # finds the graph just exported
-    reference = encoder.encode(texts, instruction, show_progress_bar=False)
-    encode_s, vectors = harness.time_call(lambda: onnx.encode(texts, instruction, show_progress_bar=False))
+    reference = encoder.encode(texts, INSTRUCTIONS[0], show_progress_bar=False)
+    encode_s, vectors = harness.time_call(lambda: onnx.encode(texts, INSTRUCTIONS[0], show_progress_bar=False))
+    torch_s = harness.time_call(lambda: encoder.encode(texts, INSTRUCTIONS[0], show_progress_bar=False))[0]
     size = sum(p.stat().st_size for p in graph.entry.iterdir() if p.is_file())
     return {"export_s": export_s, "session_load_s": session_s, "graph_mib": size / harness.MIB,
             "probe_min_cosine": graph.record.data["probe_min_cosine"],
             "encode_min_cosine": float(harness.cosine_rows(vectors, reference).min()),
-            "encode_s": encode_s, "torch_encode_s": harness.time_call(
-                lambda: encoder.encode(texts, instruction, show_progress_bar=False))[0]}
+            "encode_s": encode_s, "torch_encode_s": torch_s}
 
 
 def summary(payload: dict[str, Any]) -> list[str]:
-    result = payload["result"]
+    result, quick = payload["result"], payload["quick"]
     rows = [(name, f"{row['export_s']:.1f}", f"{row['probe_min_cosine']:.6f}", f"{row['encode_min_cosine']:.6f}",
              f"{row['graph_mib']:.0f}", f"{row['session_load_s']:.2f}", f"{row['encode_s']:.2f}",
              f"{row['torch_encode_s'] / row['encode_s']:.2f}x")
             for name, row in result["exporters"].items()]
-    best, chosen = result["fastest_sound"], result["default_exporter"]
-    digest = result["digest_s"]
+    best, chosen, digest = result["fastest_sound"], result["default_exporter"], result["digest_s"]
     export_s = result["exporters"].get(chosen, {}).get("export_s", float("nan"))
     lines = [f"Model `{payload['model']}`, {payload['n_texts']} texts, {payload['machine']['torch_threads']} torch "
              "thread(s); each exporter once.", "",
              *harness.table(("exporter", "export s", "probe min cos", "encode min cos", "graph MiB",
                              "session load s", "encode s", "vs torch"), rows), "",
              f"- fastest exporter at cosine >= {MIN_COSINE}: {best or 'none'}; the library exports with {chosen}: "
-             f"{harness.verdict(best == chosen, payload['quick'])}",
+             f"{harness.verdict(best == chosen, quick)}",
              f"- target: export under {EXPORT_TARGET_S:.0f} s: {export_s:.1f} s, "
-             f"{harness.verdict(export_s < EXPORT_TARGET_S, payload['quick'])}"
+             f"{harness.verdict(export_s < EXPORT_TARGET_S, quick)}"
              + ("" if export_s < EXPORT_TARGET_S else f" (over by {export_s - EXPORT_TARGET_S:.1f} s)"),
              f"- target: fingerprint (digest of all weights) under {DIGEST_TARGET_S:.0f} s: {digest:.2f} s, "
-             f"{harness.verdict(digest < DIGEST_TARGET_S, payload['quick'])}"
+             f"{harness.verdict(digest < DIGEST_TARGET_S, quick)}"
              + ("" if digest < DIGEST_TARGET_S else f" (over by {digest - DIGEST_TARGET_S:.2f} s; later loads "
                                                     "read it from the source memo)")]
     if harness.is_busy(payload["machine"]["load_average_1m"], payload["machine"]["usable_cores"]):
@@ -108,8 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = mixed_texts(args.n, args.seed, 0.06, 0.0)
     work = Path(tempfile.mkdtemp(prefix="export_speed-"))
     try:
-        exporters = {name: measure(name, loaded, encoder, texts, INSTRUCTIONS[0], work)
-                     for name in args.exporters.split(",") if name}
+        exporters = {name: measure(name, loaded, encoder, texts, work) for name in harness.names(args.exporters)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     sound = {name: row for name, row in exporters.items()
@@ -118,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "fastest_sound": min(sound, key=lambda name: sound[name]["export_s"]) if sound else None}
     payload = {"quick": args.quick, "machine": harness.machine_info("cpu"), "model": encoder.model_id,
                "n_texts": len(texts), "result": result}
-    harness.finish("export_speed_quick" if args.quick else "export_speed", payload, summary, save=not args.no_save)
+    harness.finish(args, "export_speed", payload, summary)
     return 0
 
 

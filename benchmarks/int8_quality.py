@@ -1,20 +1,15 @@
 """Which int8 settings keep InBedder's quality: dynamic int8 weights against float32, on ONNX Runtime.
 
-Candidates (``candidates()``: ``Int8Settings`` of per-channel scales, 7-bit range and which
-modules stay float32) are scored in two stages on the same model: the cosine of each one's
-vectors to the float32 graph's on ``--n`` mixed texts (min and mean, one timed call each); then
-the project's evaluation sets (feel/want triplets, topic/place clustering, instructed STS) for
-float32 and the ``--top`` candidates by mean cosine. A setting qualifies when its triplet harmonic
-mean is within 0.02 of float32's; the fastest qualifying one becomes ``ort.INT8``.
+Each candidate ``Int8Settings``: the cosine of its vectors to float32's; then the evaluation sets
+for float32 and the ``--top`` candidates. A setting qualifies when its triplet harmonic mean is
+within 0.02 of float32's; the fastest qualifying one is ``ort.INT8``.
 
     python -m benchmarks.int8_quality --quick   # 2 candidates, 16 texts, no evaluation sets
-    python -m benchmarks.int8_quality           # every candidate, 64 texts, the top 3 on the sets
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -71,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=3, help="candidates scored on the evaluation sets (default: %(default)s)")
     parser.add_argument("--candidates", default=",".join(NAMES), help="comma-separated names (default: all)")
     args = harness.parse(parser, argv)
-    names = [n for n in args.candidates.split(",") if n]
+    names = harness.names(args.candidates)
     if args.quick:
         args.n, args.top, names = min(args.n, 16), 0, names[:2]
     from inbedder_index import InBedder
@@ -84,31 +79,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return InBedder.from_model(base.model, base.tokenizer, model_id=base.model_id, runtime="onnx", quantize=quantize)
 
     fp32 = variant(None)
-    started = time.perf_counter()
-    reference = fp32.encode(texts, INSTRUCTIONS[0], show_progress_bar=False)
-    rows: dict[str, dict[str, Any]] = {"fp32": {"seconds": time.perf_counter() - started, "min_cosine": 1.0, "mean_cosine": 1.0}}
+    seconds, reference = harness.time_call(lambda: fp32.encode(texts, INSTRUCTIONS[0], show_progress_bar=False))
+    rows: dict[str, dict[str, Any]] = {"fp32": {"seconds": seconds, "min_cosine": 1.0, "mean_cosine": 1.0}}
     for name in names:
         enc = variant(settings[name])
-        started = time.perf_counter()
-        vectors = enc.encode(texts, INSTRUCTIONS[0], show_progress_bar=False)
+        seconds, vectors = harness.time_call(lambda: enc.encode(texts, INSTRUCTIONS[0], show_progress_bar=False))
         cosines = harness.cosine_rows(vectors, reference)
-        rows[name] = {"settings": asdict(settings[name]), "seconds": time.perf_counter() - started,
-                      "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean()),
-                      "float_matmuls": enc.runtime.record.data["float_matmuls"]}
+        rows[name] = {"settings": asdict(settings[name]), "seconds": seconds, "min_cosine": float(cosines.min()),
+                      "mean_cosine": float(cosines.mean()), "float_matmuls": enc.runtime.record.data["float_matmuls"]}
         logger.info("%s: min cosine %.4f, mean %.4f, %.1f s", name, rows[name]["min_cosine"], rows[name]["mean_cosine"],
-                    rows[name]["seconds"])
+                    seconds)
     ranked = sorted(names, key=lambda n: -rows[n]["mean_cosine"])[: args.top]
     if args.top:
         rows["fp32"]["eval"] = evaluate(fp32)
-        for name in ranked:
-            rows[name]["eval"] = evaluate(variant(settings[name]))
-    base_hm = rows["fp32"].get("eval", {}).get(HM)
     for name in ranked:
-        rows[name]["hm_drop"] = base_hm - rows[name]["eval"][HM]
+        rows[name]["eval"] = evaluate(variant(settings[name]))
+        rows[name]["hm_drop"] = rows["fp32"]["eval"][HM] - rows[name]["eval"][HM]
         rows[name]["qualifies"] = bool(rows[name]["hm_drop"] <= MAX_HM_DROP)
     payload = {"quick": args.quick, "machine": harness.machine_info(), "model": base.model_id, "n_texts": len(texts),
                "max_hm_drop": MAX_HM_DROP, "rows": rows}
-    harness.finish("int8_quality_quick" if args.quick else "int8_quality", payload, summary, save=not args.no_save)
+    harness.finish(args, "int8_quality", payload, summary)
     return 0
 
 

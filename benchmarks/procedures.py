@@ -1,7 +1,6 @@
-"""The encoding procedures that ``encode_speed`` and ``latency`` time side by side on the same
-model, texts and token ids: the published reference procedure, ``InBedder.encode`` on each
-runtime, and sentence-transformers with last-token pooling over the pre-formatted prompts (what a
-user would reach for instead), with the FLOPs each is credited with and the machine's matmul peak."""
+"""The encoding procedures ``encode_speed`` and ``latency`` time side by side on the same model,
+texts and token ids (the published reference, ``InBedder.encode`` on each runtime,
+sentence-transformers' last-token route), the FLOPs each is credited with and the matmul peak."""
 
 from __future__ import annotations
 
@@ -13,15 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .harness import cosine_rows, load_average, table, time_call
+from .harness import cosine_rows, load_average, pyplot, table, time_call
 
 logger = logging.getLogger("benchmarks")
-
-
-def sorted_chunks(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted longest first, cut into consecutive chunks of ``batch_size`` (as the reference does)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str, device: Any) -> tuple[Any, Any]:
@@ -39,19 +32,18 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str, device
 
 
 def reference_encode(enc: Any, texts: Sequence[str], instruction: str, batch_size: int) -> np.ndarray:
-    """The published procedure over ``texts`` (input order out), fed ``enc``'s prompt ids.
-
-    Causal (InBedder's ``CausalLMEncoder``): length-sorted batches padded on the LEFT through
-    ``generate(max_new_tokens=3, output_hidden_states=True)``; the vector is the first step's last
-    layer at the last position. Masked (``MaskedLMEncoder``): the full MLM forward with every
-    layer's states and all logits; the mean of the last layer at the mask slots.
-    """
+    """The published procedure over ``texts`` (input order out), fed ``enc``'s prompt ids in batches
+    sorted longest first. Causal: left-padded ``generate(max_new_tokens=3, output_hidden_states=True)``,
+    the first step's last layer at the last position; masked: the full MLM forward, the mean of the
+    last layer at the mask slots."""
     import torch
 
     prompts = [p.ids for p in enc.prompts.build_many(list(texts), instruction)]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     vectors = np.empty((len(prompts), enc.dim), dtype=np.float32)
     with torch.inference_mode():
-        for chunk in sorted_chunks([len(p) for p in prompts], batch_size):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
             batch = [prompts[i] for i in chunk]
             if enc.kind == "masked":
                 ids, mask = pad_batch(batch, enc._pad_id, "right", enc.device)
@@ -85,14 +77,6 @@ def sentence_transformers_lasttoken(enc: Any, folder: Path) -> Any:
     return SentenceTransformer(modules=[transformer, pooling], device=str(enc.device))
 
 
-def sentence_transformers_encode(model: Any, texts: Sequence[str], instruction: str, batch_size: int) -> np.ndarray:
-    """What a sentence-transformers user would run: the InBedder prompt as a string, last-token pooled."""
-    from inbedder_index.prompt import format_prompt
-
-    return model.encode([format_prompt(text, instruction) for text in texts], batch_size=batch_size,
-                        convert_to_numpy=True, show_progress_bar=False)
-
-
 class FlopModel:
     """Forward-pass FLOPs of a transformer on real tokens: 2 x matmul parameters per token (the
     backbone's 2-D weights, embeddings excluded) plus attention (QK^T and AV, 4 x layers x width
@@ -106,8 +90,6 @@ class FlopModel:
         self.attn_width = int(heads * (getattr(config, "head_dim", None) or config.hidden_size // heads))
         self.matmul_params = int(sum(p.numel() for name, p in enc.model.base_model.named_parameters()
                                      if p.dim() == 2 and "embed" not in name))
-        head = enc.model.get_output_embeddings()
-        self.head_params = int(head.weight.numel()) if head is not None else 0  # LM head: per generated position
 
     def forward(self, new: int, context: int = 0) -> float:
         """``new`` tokens after ``context`` cached ones."""
@@ -118,14 +100,14 @@ class FlopModel:
         return sum(self.forward(n) for n in lengths)
 
 
-def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, size: int | None = None, repeats: int = 3) -> float:
+def matmul_peak_gflops(device: Any = "cpu", repeats: int = 3) -> float:
     """The machine's practical peak: GFLOP/s of a large matmul (fp32 2048^2 on the CPU threads torch
     uses; bf16 8192^2 on a GPU), best of ``repeats`` after a warm-up."""
     import torch
 
     cuda = str(device).startswith("cuda")
-    dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
-    size = size or (8192 if cuda else 2048)
+    size = 8192 if cuda else 2048
+    dtype = torch.bfloat16 if cuda else torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
@@ -133,12 +115,11 @@ def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, size: int | None 
     return 2.0 * size**3 / best / 1e9
 
 
-def side_by_side(procedures: dict[str, Callable[[], Any]], rounds: int, device: Any = "cpu",
-                 peak: Callable[[], float] | None = None) -> tuple[dict[str, list[float]], dict[str, Any], list[float]]:
-    """Each procedure once per round, in an order rotated every round (so none always runs first
-    or after the same neighbour on a shared machine), ``peak()`` once per round beside them, one
-    untimed warm-up call each first. Returns seconds per round, each procedure's last output, and
-    the peak readings: take medians."""
+def side_by_side(procedures: dict[str, Callable[[], Any]], rounds: int, device: Any,
+                 peak: Callable[[], float]) -> tuple[dict[str, list[float]], dict[str, Any], list[float]]:
+    """Each procedure once per round after an untimed warm-up, in an order rotated every round (so
+    none always runs first on a shared machine), and ``peak()`` after each round: seconds per round,
+    each procedure's last output and the peak readings."""
     for fn in procedures.values():
         fn()
     names = list(procedures)
@@ -146,12 +127,10 @@ def side_by_side(procedures: dict[str, Callable[[], Any]], rounds: int, device: 
     outputs: dict[str, Any] = {}
     peaks: list[float] = []
     for number in range(rounds):
-        order = names[number % len(names):] + names[: number % len(names)]
-        for name in order:
+        for name in names[number % len(names):] + names[: number % len(names)]:
             elapsed, outputs[name] = time_call(procedures[name], device)
             seconds[name].append(elapsed)
-        if peak is not None:
-            peaks.append(peak())
+        peaks.append(peak())
         logger.info("round %d/%d: %s", number + 1, rounds,
                     ", ".join(f"{name} {seconds[name][-1]:.2f} s" for name in names))
     return seconds, outputs, peaks
@@ -159,24 +138,25 @@ def side_by_side(procedures: dict[str, Callable[[], Any]], rounds: int, device: 
 
 def compare_procedures(encoders: dict[str, Any], texts: list[str], instruction: str, batch_size: int, rounds: int,
                        st_model: Any = None) -> dict[str, Any]:
-    """The reference, ``encode`` on each of ``encoders`` (label -> InBedder; "torch" is the one the
-    others are compared with) and, when given, sentence-transformers, side by side on ``texts``:
-    medians over ``rounds``, speed against the reference, cosine to InBedder's vectors, and the
-    fraction of the fp32 (GPU: bf16) matmul peak measured in the same rounds.
+    """The reference, ``encode`` on each of ``encoders`` ("torch" is the one compared with) and
+    sentence-transformers on the prompts as strings, side by side: medians, speed against the
+    reference, cosine to InBedder's vectors and the fraction of the matmul peak; every procedure is
+    credited with the same useful FLOPs, the prompts' forward pass."""
+    import torch
 
-    Every procedure is credited with the same useful FLOPs, the prompts' forward pass
-    (``FlopModel``), so its fraction of peak is proportional to its speed.
-    """
+    from inbedder_index.prompt import format_prompt
+
     base = encoders["torch"]
     procedures: dict[str, Callable[[], Any]] = {
         "reference": lambda: reference_encode(base, texts, instruction, batch_size)}
     for label, enc in encoders.items():
         procedures[label] = lambda enc=enc: enc.encode(texts, instruction, batch_size=batch_size, show_progress_bar=False)
     if st_model is not None:
-        procedures["st-lasttoken"] = lambda: sentence_transformers_encode(st_model, texts, instruction, batch_size)
+        procedures["st-lasttoken"] = lambda: st_model.encode(
+            [format_prompt(text, instruction) for text in texts], batch_size=batch_size, convert_to_numpy=True,
+            show_progress_bar=False)
     load = [load_average()]
-    seconds, outputs, peaks = side_by_side(procedures, rounds, base.device,
-                                           peak=lambda: matmul_peak_gflops(base.device))
+    seconds, outputs, peaks = side_by_side(procedures, rounds, base.device, lambda: matmul_peak_gflops(base.device))
     load.append(load_average())
     lengths = [len(p) for p in base.prompts.build_many(texts, instruction)]
     flops = FlopModel(base).prompts(lengths)
@@ -192,25 +172,15 @@ def compare_procedures(encoders: dict[str, Any], texts: list[str], instruction: 
             "fraction_of_peak": flops / median_s / 1e9 / peak, "vs_reference": reference_s / median_s,
             "min_cosine_to_inbedder": float(cosines.min()), "mean_cosine_to_inbedder": float(cosines.mean()),
         }
+    gpu = str(base.device).startswith("cuda")
     return {
         "n_texts": len(texts), "instruction": instruction, "batch_size": batch_size, "rounds": rounds,
         "tokens": {"prompt_total": int(sum(lengths)), "prompt_mean": float(np.mean(lengths)),
                    "prompt_max": int(max(lengths)), "truncated": int(sum(n >= base.max_length for n in lengths))},
         "useful_gflop": flops / 1e9, "peak_gflops": peak, "peak_all_gflops": [round(p, 1) for p in peaks],
-        "peak_kind": f"{'bf16 8192' if _gpu(base) else 'fp32 2048'}^2 matmul, "
-                     f"{'GPU' if _gpu(base) else f'{_torch_threads()} CPU threads'}",
+        "peak_kind": "bf16 8192^2 matmul, GPU" if gpu else f"fp32 2048^2 matmul, {torch.get_num_threads()} CPU threads",
         "procedures": rows, "load_average_1m": {"min": min(load), "max": max(load)},
     }
-
-
-def _gpu(enc: Any) -> bool:
-    return str(enc.device).startswith("cuda")
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def comparison_lines(title: str, result: dict[str, Any]) -> list[str]:
@@ -230,8 +200,6 @@ def comparison_lines(title: str, result: dict[str, Any]) -> list[str]:
 
 def plot_comparison(results: dict[str, dict[str, Any]], title: str) -> Any:
     """One panel per setting: texts/s of each procedure, annotated with its speed-up and cosine."""
-    from .harness import pyplot
-
     fig, axes = pyplot().subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     for ax, (label, result) in zip(axes[0], results.items()):
         rows = result["procedures"]
@@ -249,22 +217,19 @@ def plot_comparison(results: dict[str, dict[str, Any]], title: str) -> Any:
 
 
 def runtime_encoders(base: Any, runtimes: Sequence[str]) -> dict[str, Any]:
-    """``base`` (a torch InBedder) as "torch", plus the same model on each of ``runtimes``, with the
-    settings of ``base``: "default" is ``InBedder(name)`` as a user gets it (on a CPU: ONNX Runtime,
-    the graph read from the model cache without PyTorch); "onnx" and "onnx-int8" wrap the loaded model."""
+    """``base`` (a torch InBedder) as "torch", plus the same model on each of ``runtimes``: "default"
+    is ``InBedder(name)`` as a user gets it; "onnx" and "onnx-int8" wrap the loaded model."""
     from inbedder_index import InBedder
 
     encoders = {"torch": base}
+    shared = dict(max_length=base.max_length, batch_size=base.batch_size, max_batch_tokens=base.max_batch_tokens,
+                  instruction_room=base.prompts.instruction_room)
     for label in runtimes:
         if label == "default":
-            encoders[label] = InBedder(base.model_id, max_length=base.max_length, batch_size=base.batch_size,
-                                       max_batch_tokens=base.max_batch_tokens,
-                                       instruction_room=base.prompts.instruction_room)
+            encoders[label] = InBedder(base.model_id, **shared)
             continue
         runtime, _, quantize = label.partition("-")
-        encoders[label] = InBedder.from_model(
-            base.model, base.tokenizer, model_id=base.model_id, kind=base.kind, device=base.device,
-            max_length=base.max_length, n_mask=base.n_mask or 3, batch_size=base.batch_size,
-            max_batch_tokens=base.max_batch_tokens, instruction_room=base.prompts.instruction_room,
-            runtime=runtime, quantize=quantize or None)
+        encoders[label] = InBedder.from_model(base.model, base.tokenizer, model_id=base.model_id, kind=base.kind,
+                                              device=base.device, n_mask=base.n_mask or 3, runtime=runtime,
+                                              quantize=quantize or None, **shared)
     return encoders

@@ -1,34 +1,12 @@
 """Distributed build throughput: 1 and 2 Ray encoder actors against plain ``encode`` in one process.
 
-The same ``--n`` documents (AG-News-like, ``texts.news_texts``) under ``--instructions``
-instructions (the first of ``texts.INSTRUCTIONS``), each configuration in a fresh process
-(``harness.run_in_child``), so that its start-up and peak memory are its own:
+Each configuration in a fresh process: ``plain-Tt`` (one ``encode`` call, T threads: every core,
+and 1) and ``ray-K`` (``distributed.build`` with K one-CPU actors, ``ray.init`` included). From the
+build's ``BuildReport``: start-up, steady documents/s (after every actor's first block), end to
+end, each actor's encode rate and the driver's; peak memory of the process and of its process
+tree. Target: steady(ray-2) >= 0.8 x plain with every core.
 
-- ``plain-Tt``: ``InBedder(model).encode(texts, instructions)``, one call with every instruction
-  (shared prefix), ``T`` torch threads: every usable core (the single-process figure to beat)
-  and 1 (what one actor has, the per-actor baseline). A 4-text warm-up call first, untimed.
-- ``ray-K``: ``inbedder_index.distributed.build`` of a FAISS index whose corpus holds the texts
-  (``store_documents``), ``K`` actors of 1 CPU (so 1 thread) each, blocks of ``--block``
-  documents, on a local Ray cluster that the build starts and stops (so ``ray.init`` is timed).
-
-Figures. Plain: documents/s = N / the encode call. Ray, from the build's ``BuildReport``:
-start-up = ``ray.init`` + the time to the first block back (actor processes, model loads, the
-first block); steady documents/s = documents back after every actor's first block / the time
-they took (the build's own throughput once started, driver-side FAISS upserts, checkpoints and
-corpus records included); end-to-end = N / the whole build. Per-actor figures: steady documents/s
-divided by K, and each actor's own encode rate (documents / the seconds actors spent in
-``encode``); the driver's rate (documents / the seconds it spent upserting, checkpointing and
-recording blocks) bounds how many actors it can keep busy. Scaling efficiency = steady(ray-2) / (2 x steady(ray-1)). Peak memory: the
-process's VmHWM, and the largest sum of RSS over its whole process tree (Ray's GCS, raylet and
-actor processes included; shared pages count once per process), sampled every 0.25 s.
-
-The target (issue 12): steady(ray-2) >= 0.8 x plain with every core; the ratio to the faster of
-the two plain runs is printed too (on a busy machine one thread can beat two).
-
-Run from the repository root::
-
-    python -m benchmarks.ray_build --quick     # tiny random model, 64 documents: checks that it works
-    python -m benchmarks.ray_build             # the default model, 256 documents, blocks of 16
+    python -m benchmarks.ray_build --quick     # tiny random model, 64 documents
 """
 
 from __future__ import annotations
@@ -37,7 +15,6 @@ import logging
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,22 +30,21 @@ class TreeMemory:
     """The largest sum of RSS over this process and all its descendants, sampled from a thread."""
 
     def __init__(self, interval_s: float = 0.25) -> None:
-        import psutil
-
         self.peak = 0
-        self._root = psutil.Process()
-        self._psutil = psutil
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(interval_s,), daemon=True)
         self._thread.start()
 
     def _sample(self, interval_s: float) -> None:
+        import psutil
+
+        root = psutil.Process()
         while not self._stop.wait(interval_s):
             total = 0
-            for process in [self._root, *self._root.children(recursive=True)]:
+            for process in [root, *root.children(recursive=True)]:
                 try:
                     total += process.memory_info().rss
-                except self._psutil.Error:  # exited meanwhile
+                except psutil.Error:  # exited meanwhile
                     pass
             self.peak = max(self.peak, total)
 
@@ -85,38 +61,35 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     logging.getLogger("inbedder_index").setLevel(logging.WARNING)  # Ray's own logs and bars stay quiet too
     memory = TreeMemory()
-    texts = news_texts(spec["n"], seed=spec["seed"])
+    n, texts = spec["n"], news_texts(spec["n"], seed=spec["seed"])
     instructions = INSTRUCTIONS[: spec["instructions"]]
-    result: dict[str, Any] = {"config": spec["config"], "n": spec["n"]}
+    result: dict[str, Any] = {"config": spec["config"], "n": n}
     if spec["config"].startswith("plain"):
         set_threads(spec["threads"])
         encoder = InBedder(spec["model"])
         encoder.encode(texts[:4], instructions)
-        start = time.perf_counter()
-        encoder.encode(texts, instructions)
-        seconds = time.perf_counter() - start
-        result.update(threads=spec["threads"], seconds=seconds, docs_per_s=spec["n"] / seconds)
+        seconds, _ = harness.time_call(lambda: encoder.encode(texts, instructions))
+        result.update(threads=spec["threads"], seconds=seconds, docs_per_s=n / seconds)
     else:
         from inbedder_index import distributed
 
         set_threads(1)  # the driver only reads, upserts and records
-        folder = Path(spec["workdir"]) / spec["config"]
-        with InstructionIndex.open(folder, model=InBedder(spec["model"])) as index:
+        with InstructionIndex.open(Path(spec["workdir"]) / spec["config"], model=InBedder(spec["model"])) as index:
             index.store_documents([{"id": f"d{i:06d}", "text": text} for i, text in enumerate(texts)])
             report = distributed.build(index, instructions, num_actors=spec["actors"], cpus_per_actor=1,
                                        batch_size=spec["block"], show_progress_bar=False)
             counts = [c["count"] for c in index.stats()["collections"]]
-        assert counts == [spec["n"]] * len(instructions), counts
+        assert counts == [n] * len(instructions), counts
         actors = report.actors
         result.update(
             actors=actors, blocks=report.blocks, seconds=report.seconds, connect_s=report.connect_seconds,
             first_block_s=report.first_block_seconds, startup_s=report.connect_seconds + report.first_block_seconds,
             steady_s=report.steady_seconds, steady_documents=report.steady_documents,
-            docs_per_s=report.steady_docs_per_second, end_to_end_docs_per_s=spec["n"] / report.seconds,
+            docs_per_s=report.steady_docs_per_second, end_to_end_docs_per_s=n / report.seconds,
             per_actor_docs_per_s=(report.steady_docs_per_second or 0) / actors,
-            actor_encode_docs_per_s=spec["n"] / (report.worker_seconds / actors),
+            actor_encode_docs_per_s=n / (report.worker_seconds / actors),
             worker_seconds=report.worker_seconds, worker_peak_rss_bytes=report.worker_peak_rss_bytes,
-            driver_seconds=report.driver_seconds, driver_docs_per_s=spec["n"] / report.driver_seconds,
+            driver_seconds=report.driver_seconds, driver_docs_per_s=n / report.driver_seconds,
         )
     result["peak_rss_bytes"] = harness.peak_rss_bytes()
     result["tree_peak_rss_bytes"] = memory.stop()
@@ -179,27 +152,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=None, help="documents (default 256; --quick: 64)")
     parser.add_argument("--block", type=int, default=16, help="documents per Ray block (default 16)")
     parser.add_argument("--instructions", type=int, default=2, help="instructions, encoded in one pass (default 2)")
-    parser.add_argument("--out", default=None, help="results name (default: ray_build, or ray_build_quick)")
     args = harness.parse(parser, argv)
     if harness.child_run(args, child):
         return 0
+    from inbedder_index.models import DEFAULT_MODEL
+
     cores = harness.usable_cores()
     work = Path(tempfile.mkdtemp(prefix="ray_build-"))
-    model = args.model
-    if model is None and args.quick:
+    model = args.model or DEFAULT_MODEL
+    if args.model is None and args.quick:
         from .build_memory import make_tiny_model
 
         tiny, tokenizer = make_tiny_model(64, args.seed)
         model = str(work / "tiny-llama")
         tiny.save_pretrained(model)
         tokenizer.save_pretrained(model)
-    if model is None:
-        from inbedder_index.models import DEFAULT_MODEL
-
-        model = DEFAULT_MODEL
-    n = args.n or (64 if args.quick else 256)
-    base = {"model": model, "n": n, "seed": args.seed, "instructions": args.instructions, "block": args.block,
-            "workdir": str(work)}
+    base = {"model": model, "n": args.n or (64 if args.quick else 256), "seed": args.seed,
+            "instructions": args.instructions, "block": args.block, "workdir": str(work)}
     configs = [dict(base, config=f"plain-{cores}t", threads=cores), dict(base, config="plain-1t", threads=1),
                dict(base, config="ray-1", actors=1), dict(base, config="ray-2", actors=2)]
     load_start = harness.load_average()
@@ -210,8 +179,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(harness.run_in_child("benchmarks.ray_build", spec, work / f"{spec['config']}.json"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    info = harness.machine_info("cpu")
-    info["load_average_1m_start"] = load_start
     plain, plain_1t, ray_1, ray_2 = results
     verdict = {
         "ray2_vs_plain": ray_2["docs_per_s"] / plain["docs_per_s"],
@@ -222,10 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target": 0.8,
     }
     verdict["met"] = verdict["ray2_vs_plain"] >= verdict["target"]
-    payload = {"quick": args.quick, "settings": base | {"workdir": None}, "machine": info, "results": results,
-               "verdict": verdict}
-    harness.finish(args.out or ("ray_build_quick" if args.quick else "ray_build"), payload, summary,
-                   save=not args.no_save, figure=plot)
+    payload = {"quick": args.quick, "settings": base | {"workdir": None},
+               "machine": harness.machine_info("cpu", since=load_start), "results": results, "verdict": verdict}
+    harness.finish(args, "ray_build", payload, summary, figure=plot)
     return 0
 
 

@@ -2,28 +2,13 @@
 texts to ``/v1/embeddings``, against in-process batched ``InBedder.encode`` of the same texts in the
 same run.
 
-1. In-process baseline: the model is loaded here and ``encode(texts, instruction, batch_size=32)``
-   is timed on all ``--requests`` texts (after a warm-up batch), before and after the load
-   runs; the baseline is their mean.
-2. The server: ``inbedder-index serve --model MODEL --port 0`` in its own process, as a user
-   runs it (dynamic batching on, its defaults).
-3. For each concurrency C: C asyncio clients (httpx, one connection each) share the
-   ``--requests`` texts, each sending one text per request (base64, as the openai client
-   does) until all are sent; a warm-up of C requests comes first. Reported: throughput
-   (texts/s), p50/p99 latency, failed requests, the mean batch the server formed (from its
-   /metrics) and the server's peak memory (VmHWM).
-4. A sample of the served vectors is compared with the in-process ones (cosine).
-5. Memory: a second server with ``--runtime torch`` (how every server ran before ONNX Runtime
-   became the default on a CPU) answers the 1-client level's requests; its peak memory is set
-   beside the default server's.
-
-Targets: with 32 clients, throughput >= 70 % of the in-process baseline and no failed request;
-the default server's peak memory at most half of the PyTorch server's. Client and server share the machine's cores, as they would
-on one host; the server and the baseline use the same CPU threads (``--threads``, default the
-CLI's: one on a machine with at most two cores).
+The server runs in its own process as a user runs it; httpx clients send one text per request.
+Reported per level: texts/s, p50/p99, failures, the server's mean batch and peak memory, and the
+cosine to in-process vectors; a ``--runtime torch`` server's peak memory beside it. Targets: 32
+clients >= 70 % of in-process throughput with no failure; peak memory at most half the PyTorch
+server's.
 
     python -m benchmarks.serve_load --quick     # 48 requests per level
-    python -m benchmarks.serve_load             # 256 requests per level
 """
 
 from __future__ import annotations
@@ -57,14 +42,13 @@ MEMORY_TARGET = 0.5  # the default server's peak memory / a --runtime torch serv
 def baseline(encoder: Any, texts: list[str]) -> float:
     """Texts per second of in-process batched ``encode`` (after a warm-up batch)."""
     encoder.encode(texts[:32], INSTRUCTION, batch_size=32, show_progress_bar=False)
-    start = time.perf_counter()
-    encoder.encode(texts, INSTRUCTION, batch_size=32, show_progress_bar=False)
-    return len(texts) / (time.perf_counter() - start)
+    seconds, _ = harness.time_call(lambda: encoder.encode(texts, INSTRUCTION, batch_size=32, show_progress_bar=False))
+    return len(texts) / seconds
 
 
-def start_server(model: str, threads: int | None, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "inbedder_index.cli", *(["--threads", str(threads)] if threads else []),
-               "serve", "--model", model, "--port", "0", *options]
+def start_server(model: str, threads: int, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "inbedder_index.cli", "--threads", str(threads), "serve", "--model", model,
+               "--port", "0", *options]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -76,6 +60,18 @@ def start_server(model: str, threads: int | None, log: Path, *options: str) -> t
         time.sleep(0.2)
     process.kill()
     raise RuntimeError("the server did not start within 600 s")
+
+
+def serve_peak(model: str, threads: int, log: Path, texts: list[str], levels: Sequence[int],
+               *options: str) -> tuple[list[dict[str, Any]], int | None]:
+    """Each level's load on a fresh server, and the server's peak memory."""
+    process, url = start_server(model, threads, log, *options)
+    try:
+        results = [asyncio.run(load(url, texts, clients)) for clients in levels]
+        return results, harness.peak_rss_of(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def batch_counts(metrics: str) -> tuple[float, float]:
@@ -120,6 +116,7 @@ async def load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
         wall = time.perf_counter() - start
         after = batch_counts((await http.get("/metrics")).text)
     gathered, batches = after[0] - before[0], after[1] - before[1]
+    logger.info("%d clients: %.1f texts/s, %d failed", clients, len(texts) / wall, len(failures))
     return {
         "clients": clients, "requests": len(texts), "seconds": wall, "texts_per_s": len(texts) / wall,
         "p50_ms": 1000 * float(np.percentile(latencies, 50)) if latencies else None,
@@ -155,32 +152,29 @@ def plot(result: dict[str, Any]) -> Any:
 def summary(result: dict[str, Any]) -> list[str]:
     base, top, info = result["baseline_texts_per_s"], result["levels"][-1], result["machine"]
     rows = [(level["clients"], f"{level['texts_per_s']:.2f}", f"{level['texts_per_s'] / base:.0%}",
-             f"{level['p50_ms']:.0f}", f"{level['p99_ms']:.0f}", level["failed"], f"{level['mean_batch_requests'] or 0:.1f}",
-             f"{level['min_cosine_vs_in_process'] or 0:.6f}") for level in result["levels"]]
+             f"{level['p50_ms']:.0f}", f"{level['p99_ms']:.0f}", level["failed"],
+             f"{level['mean_batch_requests'] or 0:.1f}", f"{level['min_cosine_vs_in_process'] or 0:.6f}")
+            for level in result["levels"]]
     before, after = result["baseline_before_after"]
-    return [f"`{result['model']}`, {result['requests_per_level']} single-text requests per level "
-            f"(~{result['mean_words']:.0f} words), {result['threads']} thread(s) for the server and the baseline; "
-            f"load average {info['load_average_1m_end']:.1f} at the end. "
-            f"In-process batched encode: {base:.2f} texts/s (before {before:.2f}, after {after:.2f}).", "",
-            *harness.table(("clients", "texts/s", "of in-process", "p50 ms", "p99 ms", "failed", "mean batch",
-                            "min cosine to in-process"), rows), "",
-            f"- server peak memory {result['server_peak_rss_mib'] or 0:,.0f} MiB; the benchmark's process (model and "
-            f"clients) {result['benchmark_peak_rss_mib']:,.0f} MiB",
-            f"- target: {top['clients']} clients >= {result['target_fraction']:.0%} of in-process throughput, none "
-            f"failed: {result['fraction_at_32']:.0%}, {top['failed']} failed, {harness.verdict(result['met'])}",
-            *memory_lines(result)]
-
-
-def memory_lines(result: dict[str, Any]) -> list[str]:
-    """The memory target's line (results from before ONNX Runtime was the default have none)."""
-    torch_peak = result.get("torch_server_peak_rss_mib")
-    if not torch_peak or not result.get("server_peak_rss_mib"):
-        return []
-    ratio = result["server_peak_rss_mib"] / torch_peak
-    met = ratio <= MEMORY_TARGET
-    return [f"- target: server peak memory <= {MEMORY_TARGET:.0%} of a `--runtime torch` server's: "
-            f"{result['server_peak_rss_mib']:,.0f} MiB vs {torch_peak:,.0f} MiB = {ratio:.0%}, {harness.verdict(met)}"
-            + ("" if met else f" (over by {ratio - MEMORY_TARGET:.0%} of the PyTorch server's)")]
+    lines = [f"`{result['model']}`, {result['requests_per_level']} single-text requests per level "
+             f"(~{result['mean_words']:.0f} words), {result['threads']} thread(s) for the server and the baseline; "
+             f"load average {info['load_average_1m_end']:.1f} at the end. "
+             f"In-process batched encode: {base:.2f} texts/s (before {before:.2f}, after {after:.2f}).", "",
+             *harness.table(("clients", "texts/s", "of in-process", "p50 ms", "p99 ms", "failed", "mean batch",
+                             "min cosine to in-process"), rows), "",
+             f"- server peak memory {result['server_peak_rss_mib'] or 0:,.0f} MiB; the benchmark's process (model and "
+             f"clients) {result['benchmark_peak_rss_mib']:,.0f} MiB",
+             f"- target: {top['clients']} clients >= {result['target_fraction']:.0%} of in-process throughput, none "
+             f"failed: {result['fraction_at_32']:.0%}, {top['failed']} failed, {harness.verdict(result['met'])}"]
+    torch_peak = result.get("torch_server_peak_rss_mib")  # results from before ONNX Runtime was the default: none
+    if torch_peak and result.get("server_peak_rss_mib"):
+        ratio = result["server_peak_rss_mib"] / torch_peak
+        met = ratio <= MEMORY_TARGET
+        lines.append(f"- target: server peak memory <= {MEMORY_TARGET:.0%} of a `--runtime torch` server's: "
+                     f"{result['server_peak_rss_mib']:,.0f} MiB vs {torch_peak:,.0f} MiB = {ratio:.0%}, "
+                     f"{harness.verdict(met)}" + ("" if met else f" (over by {ratio - MEMORY_TARGET:.0%} of the "
+                                                                 "PyTorch server's)"))
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,47 +197,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = baseline(encoder, texts)
     logger.info("in-process batched encode: %.1f texts/s", before)
     log = Path(tempfile.mkstemp(prefix="serve_load-", suffix=".log")[1])
-    process, url = start_server(model, threads, log)
     try:
-        levels = []
-        for clients in LEVELS:
-            level = asyncio.run(load(url, texts, clients))
-            logger.info("%d clients: %.1f texts/s, p99 %.0f ms, %d failed", clients, level["texts_per_s"],
-                        level["p99_ms"] or 0, level["failed"])
-            levels.append(level)
-        server_peak = harness.peak_rss_of(process.pid)
+        levels, server_peak = serve_peak(model, threads, log, texts, LEVELS)
+        _, torch_peak = serve_peak(model, threads, log, texts, LEVELS[:1], "--runtime", "torch")
     finally:
-        process.terminate()
-        process.wait(timeout=60)
-    torch_server, torch_url = start_server(model, threads, log, "--runtime", "torch")
-    try:
-        asyncio.run(load(torch_url, texts, LEVELS[0]))
-        torch_peak = harness.peak_rss_of(torch_server.pid)
-    finally:
-        torch_server.terminate()
-        torch_server.wait(timeout=60)
         log.unlink(missing_ok=True)
     after = baseline(encoder, texts)
     reference = encoder.encode(texts, INSTRUCTION, show_progress_bar=False)
     for level in levels:
         served = level.pop("vectors")
         rows = sorted(served)
-        level["min_cosine_vs_in_process"] = float(harness.cosine_rows(np.stack([served[r] for r in rows]),
-                                                                      reference[rows]).min()) if rows else None
+        level["min_cosine_vs_in_process"] = float(harness.cosine_rows(
+            np.stack([served[r] for r in rows]), reference[rows]).min()) if rows else None
     base = (before + after) / 2
     top = levels[-1]
-    info = harness.machine_info("cpu")
-    info.update(load_average_1m_start=load_start, load_average_1m_end=harness.load_average())
     result = {"model": model, "instruction": INSTRUCTION, "requests_per_level": len(texts), "threads": threads,
               "mean_words": statistics.mean(len(t.split()) for t in texts),
               "baseline_texts_per_s": base, "baseline_before_after": [before, after], "levels": levels,
-              "server_peak_rss_mib": server_peak / 2**20 if server_peak else None,
-              "torch_server_peak_rss_mib": torch_peak / 2**20 if torch_peak else None,
-              "benchmark_peak_rss_mib": harness.peak_rss_bytes() / 2**20, "target_fraction": TARGET_FRACTION,
+              "server_peak_rss_mib": server_peak / harness.MIB if server_peak else None,
+              "torch_server_peak_rss_mib": torch_peak / harness.MIB if torch_peak else None,
+              "benchmark_peak_rss_mib": harness.peak_rss_bytes() / harness.MIB, "target_fraction": TARGET_FRACTION,
               "fraction_at_32": top["texts_per_s"] / base,
-              "met": top["texts_per_s"] >= TARGET_FRACTION * base and top["failed"] == 0, "machine": info}
-    harness.finish("serve_load_quick" if args.quick else "serve_load", result, summary, save=not args.no_save,
-                   figure=plot)
+              "met": top["texts_per_s"] >= TARGET_FRACTION * base and top["failed"] == 0,
+              "machine": harness.machine_info("cpu", since=load_start), "quick": args.quick}
+    harness.finish(args, "serve_load", result, summary, figure=plot)
     return 0
 
 

@@ -1,12 +1,7 @@
-"""Synthetic corpora, generated offline from templates and deterministic per seed, with enough
-vocabulary and structure to tokenise like the real ones:
-
-- ``news_texts``: AG-News-like items, ``"Headline (Agency) Agency - body"``, about 40 words, four
-  topics (world, sports, business, sci/tech; ``news_topics`` gives the labels);
-- ``patent_texts``: Big-Patent-like descriptions (field, background, summary, detailed description
-  with reference numerals, claims), thousands of words: far beyond a 512-token window;
-- ``mixed_texts``: mostly news with a share of ~100-200-word digests and of patents, shuffled.
-"""
+"""Synthetic corpora from templates, deterministic per seed, that tokenise like the real ones:
+AG-News-like ``news_texts`` (~40 words, four topics: ``news_topics``), Big-Patent-like
+``patent_texts`` (thousands of words: far beyond a 512-token window) and ``mixed_texts`` (mostly
+news, some ~150-word digests and patents, shuffled)."""
 
 from __future__ import annotations
 

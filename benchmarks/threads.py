@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import harness
-from .texts import mixed_texts
+from .texts import INSTRUCTIONS, mixed_texts
 
 logger = logging.getLogger("benchmarks.threads")
 SETTINGS = (1, 2)
@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     args = harness.parse(parser, argv)
+    if args.quick:
+        args.texts, args.rounds, args.vectors, args.queries = 8, 1, 5_000, 20
     import faiss
 
     from inbedder_index import InBedder
@@ -47,36 +49,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     for threads in SETTINGS:  # ONNX Runtime (the default on a CPU) fixes its threads when a model's session opens
         set_threads(threads)
         encoders[threads] = InBedder()
-    encoder = encoders[SETTINGS[0]]
+    dim = encoders[SETTINGS[0]].dim
     texts = mixed_texts(args.texts, seed=1)
-    instruction = "What is the topic of this text?"
     rng = np.random.default_rng(0)
-    data = rng.standard_normal((args.vectors, encoder.dim), dtype=np.float32)
+    data = rng.standard_normal((args.vectors, dim), dtype=np.float32)
     data /= np.linalg.norm(data, axis=1, keepdims=True)
-    index = faiss.IndexFlatIP(encoder.dim)
+    index = faiss.IndexFlatIP(dim)
     index.add(data)
     queries = data[rng.choice(args.vectors, args.queries, replace=False)]
-    timings: dict[str, dict[int, list[float]]] = {"encode": {n: [] for n in SETTINGS},
-                                                  "faiss_search": {n: [] for n in SETTINGS}}
+    tasks = {"encode": (len(texts), lambda threads: encoders[threads].encode(texts, INSTRUCTIONS[0])),
+             "faiss_search": (args.queries, lambda threads: [index.search(q[None], 10) for q in queries])}
+    timings: dict[str, dict[int, list[float]]] = {task: {n: [] for n in SETTINGS} for task in tasks}
     for warm in encoders.values():
-        warm.encode(texts[:4], instruction)
+        warm.encode(texts[:4], INSTRUCTIONS[0])
     for round_ in range(args.rounds):
         for threads in SETTINGS:
             set_threads(threads)
-            seconds, _ = harness.time_call(lambda: encoders[threads].encode(texts, instruction))
-            timings["encode"][threads].append(seconds)
-            seconds, _ = harness.time_call(lambda: [index.search(q[None], 10) for q in queries])
-            timings["faiss_search"][threads].append(seconds)
+            for task, (_, call) in tasks.items():
+                timings[task][threads].append(harness.time_call(lambda: call(threads))[0])
         logger.info("round %d done", round_ + 1)
-    results = {
-        task: {str(n): {**harness.summarise(values), "per_item_ms": 1000 * float(np.median(values)) /
-                        (len(texts) if task == "encode" else args.queries)}
-               for n, values in by_threads.items()}
-        for task, by_threads in timings.items()
-    }
-    payload = {"machine": harness.machine_info(), "texts": len(texts), "vectors": args.vectors, "queries": args.queries,
-               "rounds": args.rounds, "results": results}
-    harness.finish("threads", payload, summary, save=not args.no_save)
+    results = {task: {str(n): {**harness.summarise(values),
+                               "per_item_ms": 1000 * float(np.median(values)) / tasks[task][0]}
+                      for n, values in by_threads.items()}
+               for task, by_threads in timings.items()}
+    payload = {"machine": harness.machine_info(), "quick": args.quick, "texts": len(texts), "vectors": args.vectors,
+               "queries": args.queries, "rounds": args.rounds, "results": results}
+    harness.finish(args, "threads", payload, summary)
     return 0
 
 

@@ -96,6 +96,10 @@ class InputFileError(InBedderError, ValueError):
     """An input file cannot be read as documents; the message names the file and line."""
 
 
+class TrainingDataError(InBedderError, ValueError):
+    """A training data file is missing or malformed; the message names the file and line."""
+
+
 class EvaluationDataError(InBedderError, ValueError):
     """An evaluation source is unknown or malformed; the message names the file and line."""
 

@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .encoder import pool, right_pad
-from .errors import InBedderError
+from .errors import InBedderError, TrainingDataError
 from .models import load_model
 from .prompt import PROMPT_VERSION, TEMPLATE, PromptBuilder
+from .readers import json_lines
 
 __all__ = [
     "EMOTION_FAMILIES",
@@ -54,10 +55,6 @@ __all__ = [
 ]
 
 N_MASK = 3  # masked LMs: mask slots after "### Response:" (the encoder's default n_mask)
-
-
-class TrainingDataError(InBedderError, ValueError):
-    """A training data file is missing or malformed; the message names the file and line."""
 
 
 # --------------------------------------------------------------------------- data
@@ -89,14 +86,9 @@ def load_qa_records(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[s
         if not path.is_file():
             raise TrainingDataError(f"training data file not found: {path}")
         with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
+            rows = json_lines(handle, lambda n, why: TrainingDataError(f"{path}, line {n}: not valid JSON ({why})"))
+            for number, row in rows:
                 where = f"{path}, line {number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise TrainingDataError(f"{where}: not valid JSON ({error.msg})") from error
                 if not isinstance(row, dict):
                     raise TrainingDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
                 values = {}

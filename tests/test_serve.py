@@ -134,6 +134,18 @@ def test_the_openai_client_works_with_the_instruction_in_extra_body(server) -> N
         api.embeddings.create(model="text-embedding-3-small", input="x", extra_body={"instruction": FEEL})
 
 
+def test_an_alias_of_the_served_model_is_the_served_model(client, monkeypatch) -> None:
+    """OpenAI-style callers name the model as users know it: the alias resolves to the served version."""
+    from inbedder_index import models
+
+    monkeypatch.setitem(models.ALIASES, "tiny", "tiny-llama")
+    body = client.post("/v1/embeddings", json={"input": TEXTS[:1], "instruction": FEEL, "model": "tiny"})
+    assert body.status_code == 200 and body.json()["model"] == "tiny-llama"
+    assert client.get("/v1/models/tiny").json()["id"] == "tiny-llama"
+    monkeypatch.setitem(models.ALIASES, "tiny", "tiny-llama-v9")  # an alias of another version is not served
+    assert client.post("/v1/embeddings", json={"input": "x", "instruction": FEEL, "model": "tiny"}).status_code == 404
+
+
 def test_a_default_instruction_serves_requests_that_name_none() -> None:
     with running(settings=Settings(default_instruction=WANT)) as (url, _):
         body = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS[:2]}).json()

@@ -38,6 +38,7 @@ from ..errors import (
     UnknownInstructionError,
 )
 from ..limits import MAX_K, check_text_sizes
+from ..models import resolve_name
 from .metrics import ASGIApp, Message, Scope
 from .service import Service
 
@@ -332,6 +333,10 @@ def create_app(service: Service) -> ASGIApp:
         if settings.read_only:
             raise ApiError(403, "this server was started with --read-only: it serves search, not writes", "read_only")
 
+    def serves(name: str) -> bool:
+        """The served model by its id or by an alias of it (``inbedder-smollm2-135m`` -> its version)."""
+        return resolve_name(name) == encoder.model_id or name == encoder.model_id
+
     def model_card() -> dict[str, Any]:
         return {"id": encoder.model_id, "object": "model", "created": started, "owned_by": "inbedder-index",
                 "dim": encoder.dim, "fingerprint": encoder.fingerprint, "max_length": encoder.max_length,
@@ -352,14 +357,14 @@ def create_app(service: Service) -> ASGIApp:
 
     @api.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> dict[str, Any]:
-        if model_id != encoder.model_id:
+        if not serves(model_id):
             raise ApiError(404, f"model {model_id!r} is not served here; this server serves {encoder.model_id!r}",
                            "model_not_found")
         return model_card()
 
     @api.post("/v1/embeddings")
     async def embeddings(request: EmbeddingRequest) -> Response:
-        if request.model is not None and request.model != encoder.model_id:
+        if request.model is not None and not serves(request.model):
             raise ApiError(404, f"model {request.model!r} is not served here; this server serves "
                            f"{encoder.model_id!r}", "model_not_found", param="model")
         if request.dimensions is not None and request.dimensions != encoder.dim:
