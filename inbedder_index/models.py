@@ -95,9 +95,10 @@ _BUILTIN: dict[str, ModelSpec] = {
         ),
     )
 }
-DEFAULT_MODEL = "inbedder-smollm2-135m"  # an alias: always the newest version below
-# Unversioned names -> the version they load now. A model's id (and so what an index records) is the
-# versioned name, so upgrading the package never changes the model an existing index was built with.
+DEFAULT_MODEL = "inbedder-smollm2-135m"  # an alias: the version below that is the default now
+# Unversioned names -> the version they load now: a newer version becomes the default only when it
+# scores at least as well (v2 does not yet: see its model card). A model's id (and so what an index
+# records) is the versioned name, so upgrading the package never changes an existing index's model.
 ALIASES: dict[str, str] = {DEFAULT_MODEL: "inbedder-smollm2-135m-v1"}
 # What an unversioned name meant in index manifests written before versions existed (package 0.1).
 _LEGACY_MEANING: dict[str, str] = {DEFAULT_MODEL: "inbedder-smollm2-135m-v1"}
@@ -107,7 +108,7 @@ _SMOLLM2_FOLDER = "smollm2-135m-instruct"
 
 def list_supported_models() -> list[ModelSpec]:
     """The built-in model names, aliases first; any hub id or local folder works too."""
-    aliases = [ModelSpec(alias, f"alias:{target}", f"the newest version, now {target}", _BUILTIN[target].licence)
+    aliases = [ModelSpec(alias, f"alias:{target}", f"the default version, now {target}", _BUILTIN[target].licence)
                for alias, target in ALIASES.items()]
     return aliases + list(_BUILTIN.values())
 
