@@ -3,6 +3,7 @@ default has become since (a package upgrade never breaks an index that worked)."
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,6 @@ BUILT_BEFORE_DIGEST = Path(__file__).parent / "data" / "index-before-weights-dig
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_an_index_built_by_the_previous_release_opens_and_is_upgraded_on_write(tmp_path, runtime):
-    import shutil
-
     model = save_tiny(tmp_path / "tiny", seed=0)  # the same weights the earlier release built it with
     folder = shutil.copytree(BUILT_BEFORE_DIGEST, tmp_path / "old-index")
     recorded = _edit_manifest(folder, lambda manifest: None)["model"]["fingerprint"]
@@ -124,8 +123,6 @@ def test_an_index_built_by_the_previous_release_opens_and_is_upgraded_on_write(t
 
 
 def test_an_earlier_fingerprint_of_another_model_is_still_refused(tmp_path):
-    import shutil
-
     other = save_tiny(tmp_path / "other", seed=5)
     folder = shutil.copytree(BUILT_BEFORE_DIGEST, tmp_path / "old-index")
     with pytest.raises(ModelMismatchError, match="fingerprint"):

@@ -335,7 +335,7 @@ def create_app(service: Service) -> ASGIApp:
 
     def serves(name: str) -> bool:
         """The served model by its id or by an alias of it (``inbedder-smollm2-135m`` -> its version)."""
-        return resolve_name(name) == encoder.model_id or name == encoder.model_id
+        return resolve_name(name) == encoder.model_id  # a name that is no alias resolves to itself
 
     def model_card() -> dict[str, Any]:
         return {"id": encoder.model_id, "object": "model", "created": started, "owned_by": "inbedder-index",
