@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -41,9 +40,9 @@ def make_tiny_model(hidden: int, seed: int) -> tuple[Any, Any]:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    specials = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
     corpus = news_texts(2000, seed=seed + 99_991) + INSTRUCTIONS + ["### Input:\n", "\n\n### Instruction:\n",
                                                                     "\n\n### Response:"]
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials, show_progress=False))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A",
                                                        special_tokens=[("<s>", tok.token_to_id("<s>"))])
@@ -69,43 +68,35 @@ def doc_chunks(n: int, chunk: int, seed: int) -> Iterator[list[dict[str, Any]]]:
                for i, (text, topic) in enumerate(zip(texts, topics))]
 
 
-def _quiet_progress_bars() -> None:
-    """The sync's and the encoder's progress bars show from a few hundred documents: hundreds of bars
-    in a benchmark's log. Disabled in this process only."""
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One build of ``spec["n"]`` documents in ``spec["order"]``, in this fresh process."""
+    import torch
     from tqdm.auto import tqdm
 
     import inbedder_index.encoder
     import inbedder_index.sync
-
-    for module in (inbedder_index.encoder, inbedder_index.sync):
-        module.tqdm = lambda *args, **kwargs: tqdm(*args, **{**kwargs, "disable": True})  # type: ignore[attr-defined]
-
-
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """One build of ``spec["n"]`` documents in ``spec["order"]``, in this fresh process."""
-    import torch
-
     from inbedder_index import InBedder
     from inbedder_index.index import InstructionIndex
 
-    _quiet_progress_bars()
+    for module in (inbedder_index.encoder, inbedder_index.sync):  # their bars show from a few hundred documents
+        module.tqdm = lambda *args, **kwargs: tqdm(*args, **{**kwargs, "disable": True})  # type: ignore[attr-defined]
     torch.set_num_threads(spec["threads"])
-    n, instruction, answers = spec["n"], spec["instruction"], spec["answers"]
+    n, order, instruction, answers = spec["n"], spec["order"], spec["instruction"], spec["answers"]
+    logger.info("N=%d, %s", n, order)
     model, tokenizer = make_tiny_model(spec["hidden"], spec["seed"])
     encoder = InBedder.from_model(model, tokenizer, model_id=f"tiny-llama-h{spec['hidden']}", device="cpu",
                                   max_length=512)
     _ = encoder.fingerprint
     gc.collect()
     baseline_model = rss_bytes()  # the model is loaded, nothing else has run
-    work = Path(tempfile.mkdtemp(prefix=f"build_memory-{n}-", dir=spec["tmpdir"]))
+    work = Path(tempfile.mkdtemp(prefix=f"{order}-{n}-", dir=spec["tmpdir"]))
     with InstructionIndex.open(work / "warmup", model=encoder, backend="faiss") as warmup:  # first-use costs
         warmup.add_instruction(instruction, answers=answers, show_progress_bar=False)
         for docs in doc_chunks(512, 256, spec["seed"] + 7):
             warmup.add(docs)
     gc.collect()
     baseline = rss_bytes()
-    resettable = harness.reset_peak()
-    phases: dict[str, float] = {}
+    result: dict[str, Any] = {"n": n, "order": order, "peak_reset_supported": harness.reset_peak(), "phases": {}}
     start = time.perf_counter()
     index = InstructionIndex.open(work / "index", model=encoder, backend="faiss")
 
@@ -115,33 +106,16 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     steps = [("add", add_all),
              ("add_instruction", lambda: index.add_instruction(instruction, answers=answers, show_progress_bar=False))]
-    for name, step in steps if spec["order"] == "corpus-first" else steps[::-1]:
-        phases[f"{name}_s"] = harness.time_call(step)[0]
-        phases[f"peak_after_{name}_bytes"] = peak_rss_bytes() - baseline
+    for name, step in steps if order == "corpus-first" else steps[::-1]:
+        result["phases"][f"{name}_s"] = harness.time_call(step)[0]
+        result["phases"][f"peak_after_{name}_bytes"] = peak_rss_bytes() - baseline
     build_s = time.perf_counter() - start
-    peak = peak_rss_bytes()
-    rss_after = rss_bytes()
-    stats = index.stats()
-    dim = stats["collections"][0]["dim"]
-    assert len(index) == n and stats["collections"][0]["count"] == n, (len(index), stats)
+    peak, rss_after, stats = peak_rss_bytes(), rss_bytes(), index.stats()["collections"][0]
+    assert len(index) == n and stats["count"] == n, (len(index), stats)
     index.close()
-    result: dict[str, Any] = {
-        "n": n, "order": spec["order"], "dim": dim, "baseline_rss_bytes": baseline,
-        "baseline_after_model_rss_bytes": baseline_model, "peak_growth_vs_model_bytes": peak - baseline_model,
-        "peak_reset_supported": resettable, "peak_rss_bytes": peak, "peak_growth_bytes": peak - baseline,
-        "rss_growth_after_build_bytes": rss_after - baseline,
-        "peak_growth_incl_close_bytes": peak_rss_bytes() - baseline, "vector_bytes": n * dim * 4,
-        "build_s": build_s, "docs_per_s": n / build_s, "phases": phases,
-        "on_disk_bytes": {
-            "corpus_sqlite": sum(f.stat().st_size for f in (work / "index").glob("corpus.sqlite*")),
-            "faiss": sum(f.stat().st_size for f in (work / "index" / "faiss").rglob("*") if f.is_file()),
-        },
-        "torch_threads": torch.get_num_threads(),
-    }
-    if not resettable:
-        result["note"] = "VmHWM could not be reset: peaks include model loading"
-    shutil.rmtree(work, ignore_errors=True)
-    return result
+    return {**result, "dim": stats["dim"], "vector_bytes": n * stats["dim"] * 4, "build_s": build_s,
+            "docs_per_s": n / build_s, "peak_growth_bytes": peak - baseline,
+            "peak_growth_vs_model_bytes": peak - baseline_model, "rss_growth_after_build_bytes": rss_after - baseline}
 
 
 def fit_excess(results: list[dict[str, Any]], dim: int, threshold: float, judged: bool) -> dict[str, Any]:
@@ -150,10 +124,9 @@ def fit_excess(results: list[dict[str, Any]], dim: int, threshold: float, judged
     is only ``judged`` once the largest N's bookkeeping is well above that."""
     n = np.array([r["n"] for r in results], dtype=np.float64)
     excess = np.array([r["peak_growth_bytes"] - r["vector_bytes"] for r in results], dtype=np.float64)
-    slope, intercept = np.polyfit(n, excess, 1)
-    return {"slope_bytes_per_doc": float(slope), "intercept_bytes": float(intercept), "vector_bytes_per_doc": dim * 4,
-            "slope_vs_vector_bytes": slope / (dim * 4), "slope_vs_576d_vector_bytes": slope / (576 * 4),
-            "flat": bool(slope < threshold * dim * 4), "judged": judged}
+    slope = float(np.polyfit(n, excess, 1)[0])
+    return {"slope_bytes_per_doc": slope, "slope_vs_vector_bytes": slope / (dim * 4),
+            "slope_vs_576d_vector_bytes": slope / (576 * 4), "flat": slope < threshold * dim * 4, "judged": judged}
 
 
 def summary(payload: dict[str, Any]) -> list[str]:
@@ -183,17 +156,14 @@ def summary(payload: dict[str, Any]) -> list[str]:
 def plot(payload: dict[str, Any]) -> Any:
     by_order = payload["results"]
     fig, ax = harness.pyplot().subplots(figsize=(7.5, 5))
-    all_n: list[int] = []
     for color, (order, results) in zip(("C0", "C1"), by_order.items()):
         n = [r["n"] for r in results]
-        all_n += n
         ax.plot(n, [r["peak_growth_bytes"] / MIB for r in results], "o-", color=color, label=f"peak RSS growth, {order}")
         ax.plot(n, [r["rss_growth_after_build_bytes"] / MIB for r in results], "x:", color=color, alpha=0.6,
                 label=f"RSS kept after build, {order}")
-    if all_n:
-        dim = next(iter(by_order.values()))[0]["dim"]
-        grid = np.array(sorted(set([0] + all_n)))
-        ax.plot(grid, grid * dim * 4 / MIB, "k--", label=f"raw vectors (N x {dim} x 4 B)")
+    dim = next(iter(by_order.values()))[0]["dim"]
+    grid = np.array(sorted({0, *(r["n"] for results in by_order.values() for r in results)}))
+    ax.plot(grid, grid * dim * 4 / MIB, "k--", label=f"raw vectors (N x {dim} x 4 B)")
     ax.set_xlabel("documents (N)")
     ax.set_ylabel("MiB above the baseline RSS (model loaded, warm-up build done)")
     ax.set_title(f"Index build peak memory, FAISS exact, tiny Llama{' (quick)' if payload['quick'] else ''}", fontsize=10)
@@ -218,22 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sizes = [int(s) for s in harness.names(args.sizes or ("2000,5000" if args.quick else "10000,30000,100000"))]
     orders = list(ORDERS) if args.order == "both" else [args.order]
+    settings = {**harness.recorded(args), "sizes": sizes, "orders": orders, "answers": not args.no_answers,
+                "backend": "faiss (exact)"}
     load_start = harness.load_average()
-    work = Path(tempfile.mkdtemp(prefix="build_memory-"))
-    settings = {"sizes": sizes, "orders": orders, "chunk": args.chunk, "hidden": args.hidden,
-                "instruction": args.instruction, "answers": not args.no_answers, "threads": args.threads,
-                "seed": args.seed, "flat_threshold": args.flat_threshold, "backend": "faiss (exact)"}
-    by_order: dict[str, list[dict[str, Any]]] = {}
-    try:
+    by_order: dict[str, list[dict[str, Any]]] = {order: [] for order in orders}
+    with tempfile.TemporaryDirectory(prefix="build_memory-") as work:
         for order in orders:
-            by_order[order] = []
             for n in sizes:
-                logger.info("N=%d, %s: fresh process", n, order)
-                spec = dict(settings, n=n, order=order, tmpdir=str(work))
-                out = work / f"{order}-{n}.json"
+                spec, out = dict(settings, n=n, order=order, tmpdir=work), Path(work) / f"{order}-{n}.json"
                 by_order[order].append(harness.run_in_child("benchmarks.build_memory", spec, out))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     dim = by_order[orders[0]][0]["dim"]
     verdicts = {order: fit_excess(results, dim, args.flat_threshold, max(sizes) >= 10_000)
                 for order, results in by_order.items() if len(results) >= 2}

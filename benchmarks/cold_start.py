@@ -35,6 +35,12 @@ QUERY = "I am so angry, give me my money back!"
 TARGET = 1.0  # search / baseline
 MEMORY_TARGET = 0.5  # the default search's peak memory / the PyTorch search's
 HEAVY = ("torch", "transformers")
+RUNS = {  # the fresh processes timed each round: how the table and the figure name them
+    "baseline": ('`python -c "import torch, transformers"`', "import torch,\ntransformers"),
+    "import_package": ('`python -c "import inbedder_index"`', "import\ninbedder_index"),
+    "search": ("`inbedder-index search`", "inbedder-index\nsearch"),
+    "search_torch": ("`inbedder-index search --runtime torch`", "search\n--runtime torch"),
+}
 
 
 def cli() -> list[str]:
@@ -62,16 +68,12 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> dict[str, An
 
 def import_split(command: list[str]) -> dict[str, Any]:
     """Seconds of a run spent importing (top-level modules' cumulative ``-X importtime``) and the rest."""
-    run = timed([command[0], "-X", "importtime", *command[1:]] if command[0] == sys.executable else
-                [sys.executable, "-X", "importtime", *command])
-    heaviest: list[tuple[int, str]] = []
-    for line in run["stderr"].splitlines():
-        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)  # one space: a top-level import
-        if match:
-            heaviest.append((int(match.group(1)), match.group(2).strip()))
-    heaviest.sort(reverse=True)
+    run = timed(command, {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    lines = run["stderr"].splitlines()
+    matches = [re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line) for line in lines]  # one space: top-level
+    heaviest = sorted(((int(m.group(1)), m.group(2).strip()) for m in matches if m), reverse=True)
     imports_s = sum(us for us, _ in heaviest) / 1e6
-    imported = {re.sub(r"^import time:.*\| ", "", line).strip() for line in run["stderr"].splitlines()}
+    imported = {re.sub(r"^import time:.*\| ", "", line).strip() for line in lines}
     return {"wall_s": run["wall_s"], "imports_s": imports_s, "rest_s": run["wall_s"] - imports_s,
             "heaviest_imports": [{"module": name, "s": round(us / 1e6, 3)} for us, name in heaviest[:8]],
             "heavy_imported": [name for name in HEAVY if name in imported]}
@@ -90,58 +92,41 @@ def first_merge(search: list[str], work: Path) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any]) -> Any:
-    labels = ["import torch,\ntransformers", "import\ninbedder_index", "inbedder-index\nsearch"]
-    values = [result["baseline"]["median_wall_s"], result["import_package"]["median_wall_s"],
-              result["search"]["median_wall_s"]]
-    if "search_torch" in result:  # results from before ONNX Runtime was the default have no such run
-        labels.append("search\n--runtime torch")
-        values.append(result["search_torch"]["median_wall_s"])
-    labels.append("first search\n(merges, exports once)")
-    values.append(result["first_merge"]["first_s"])
+    values = [result[key]["median_wall_s"] for key in RUNS] + [result["first_merge"]["first_s"]]
     fig, ax = harness.pyplot().subplots(figsize=(8, 4))
-    bars = ax.bar(labels, values, color=["#888888", "#88aadd", "#3366cc", "#99bb66"][: len(values) - 1] + ["#cc8844"])
-    target = result.get("target", TARGET)
+    bars = ax.bar([figure for _, figure in RUNS.values()] + ["first search\n(merges, exports once)"], values,
+                  color=["#888888", "#88aadd", "#3366cc", "#99bb66", "#cc8844"])
+    target = result["target"]
     ax.axhline(target * values[0], color="red", linestyle="--", linewidth=1, label=f"target: {target}x baseline")
     ax.bar_label(bars, fmt="%.2f s")
-    ax.set_ylabel("wall seconds (median)")
-    ax.set_title(f"cold start: search / baseline = {result['ratio']:.2f}x")
+    ax.set(ylabel="wall seconds (median)", title=f"cold start: search / baseline = {result['ratio']:.2f}x")
     ax.legend()
     return fig
 
 
 def summary(result: dict[str, Any]) -> list[str]:
-    split, merge = result["search_split"], result["first_merge"]
-    commands = [("baseline", '`python -c "import torch, transformers"`'),
-                ("import_package", '`python -c "import inbedder_index"`'), ("search", "`inbedder-index search`"),
-                ("search_torch", "`inbedder-index search --runtime torch`")]
-    rows = [(label, f"{result[key]['median_wall_s']:.2f}", f"{result[key]['min_wall_s']:.2f}",
-             f"{result[key]['median_cpu_s']:.2f}",
-             f"{result[key]['median_peak_rss_mib']:,.0f}" if "median_peak_rss_mib" in result[key] else "-")
-            for key, label in commands if key in result]
-    ratio, target, quick = result["ratio"], result["target"], result.get("quick", False)
-    lines = [f"{result['repeats']} rounds, fresh processes, warm file cache; load average "
-             f"{result['machine']['load_average_1m_end']:.1f} at the end.", "",
-             *harness.table(("command", "wall s (median)", "min", "CPU s (median)", "peak MiB (median)"), rows), "",
-             f"- search: {split['imports_s']:.2f} s importing, {split['rest_s']:.2f} s loading, encoding and "
-             "searching; heaviest imports: " + ", ".join(f"{i['module']} {i['s']:.2f} s"
-                                                        for i in split["heaviest_imports"][:4])
-             + (f"; imports {', '.join(split['heavy_imported']) or 'neither torch nor transformers'}"
-                if "heavy_imported" in split else ""),
-             f"- first search with an empty model cache beside the converted base: {merge['first_s']:.2f} s "
-             f"(merges and exports once), then {merge['then_s']:.2f} s",
-             f"- target: search / baseline <= {target}x: {ratio:.2f}x wall, {result['ratio_cpu']:.2f}x CPU, "
-             f"{harness.verdict(result['met'], quick)}"
-             + ("" if result["met"] else f" (over by {ratio - target:.2f}x: "
-                f"{max(0.0, result['search']['median_wall_s'] - target * result['baseline']['median_wall_s']):.2f} s; "
-                "see where the search's time goes above)")]
-    if "memory_ratio" in result:
-        lines.append(f"- target: search peak memory <= {result['memory_target']:.0%} of the PyTorch search's: "
-                     f"{result['search']['median_peak_rss_mib']:,.0f} MiB vs "
-                     f"{result['search_torch']['median_peak_rss_mib']:,.0f} MiB = {result['memory_ratio']:.0%}, "
-                     f"{harness.verdict(result['memory_met'], quick)}"
-                     + ("" if result["memory_met"] else
-                        f" (over by {result['memory_ratio'] - result['memory_target']:.0%} of the PyTorch search's)"))
-    return lines
+    split, merge, quick = result["search_split"], result["first_merge"], result["quick"]
+    ratio, target, search = result["ratio"], result["target"], result["search"]
+    rows = [(label, *(f"{result[key][field]:.2f}" for field in ("median_wall_s", "min_wall_s", "median_cpu_s")),
+             f"{result[key]['median_peak_rss_mib']:,.0f}") for key, (label, _) in RUNS.items()]
+    heaviest = ", ".join(f"{i['module']} {i['s']:.2f} s" for i in split["heaviest_imports"][:4])
+    over = max(0.0, search["median_wall_s"] - target * result["baseline"]["median_wall_s"])
+    memory_over = result["memory_ratio"] - result["memory_target"]
+    return [f"{result['repeats']} rounds, fresh processes, warm file cache; load average "
+            f"{result['machine']['load_average_1m_end']:.1f} at the end.", "",
+            *harness.table(("command", "wall s (median)", "min", "CPU s (median)", "peak MiB (median)"), rows), "",
+            f"- search: {split['imports_s']:.2f} s importing, {split['rest_s']:.2f} s loading, encoding and "
+            f"searching; heaviest imports: {heaviest}; imports "
+            f"{', '.join(split['heavy_imported']) or 'neither torch nor transformers'}",
+            f"- first search with an empty model cache beside the converted base: {merge['first_s']:.2f} s "
+            f"(merges and exports once), then {merge['then_s']:.2f} s",
+            f"- target: search / baseline <= {target}x: {ratio:.2f}x wall, {result['ratio_cpu']:.2f}x CPU, "
+            f"{harness.verdict(result['met'], quick)}" + ("" if result["met"] else f" (over by {ratio - target:.2f}x: "
+                                                          f"{over:.2f} s; see where the search's time goes above)"),
+            f"- target: search peak memory <= {result['memory_target']:.0%} of the PyTorch search's: "
+            f"{search['median_peak_rss_mib']:,.0f} MiB vs {result['search_torch']['median_peak_rss_mib']:,.0f} MiB = "
+            f"{result['memory_ratio']:.0%}, {harness.verdict(result['memory_met'], quick)}"
+            + ("" if result["memory_met"] else f" (over by {memory_over:.0%} of the PyTorch search's)")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,10 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         subprocess.run([*cli(), "build", str(index), "--input", str(DOCS), "--instruction", FEEL,
                         "--instruction", WANT], check=True, capture_output=True, text=True)
         search = [*cli(), "search", str(index), QUERY, "--instruction", FEEL, "-k", "3"]
-        commands = {"baseline": [sys.executable, "-c", "import torch, transformers"],
-                    "import_package": [sys.executable, "-c", "import inbedder_index"],
-                    "search": search, "search_torch": [*search, "--runtime", "torch"]}
-        runs: dict[str, list[dict[str, Any]]] = {key: [] for key in commands}
+        commands = dict(zip(RUNS, ([sys.executable, "-c", "import torch, transformers"],
+                                   [sys.executable, "-c", "import inbedder_index"], search,
+                                   [*search, "--runtime", "torch"])))
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key in RUNS}
         for round_number in range(repeats):
             for key, command in commands.items():
                 runs[key].append(timed(command))

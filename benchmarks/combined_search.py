@@ -22,12 +22,13 @@ import numpy as np
 
 from . import harness
 from .build_memory import make_tiny_model
+from .index_speed import exact_top_k
 from .texts import INSTRUCTIONS, news_texts
 
 logger = logging.getLogger("benchmarks.combined_search")
 
 COUNTS = (2, 4)
-ANSWERS = ["positive", "negative", "neutral", "sports", "business", "world", "science", "Paris", "Tokyo"]
+ANSWERS = np.array(["positive", "negative", "neutral", "sports", "business", "world", "science", "Paris", "Tokyo"])
 WRITE_CHUNK = 10_000
 
 
@@ -35,8 +36,8 @@ def build(index: Any, n: int, dim: int, held_out: int,
           rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Store ``n`` documents with synthetic vectors (unit vectors around random centres) and answers
     under every instruction; returns the stored vectors and ``held_out`` query vectors per instruction."""
-    queries: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}
+    queries: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for instruction in INSTRUCTIONS:
         centres = rng.standard_normal((max(8, n // 500), dim)).astype(np.float32)
@@ -48,13 +49,12 @@ def build(index: Any, n: int, dim: int, held_out: int,
     sync = index.sync_state()
     for start in range(0, n, WRITE_CHUNK):
         stop = min(start + WRITE_CHUNK, n)
-        docs = [{"id": f"doc-{i:07d}", "text": f"Synthetic document {i}.", "metadata": {"part": i % 10}}
-                for i in range(start, stop)]
-        index.store_documents(docs)
-        stored = index.get([d["id"] for d in docs])
+        index.store_documents([{"id": f"doc-{i:07d}", "text": f"Synthetic document {i}.", "metadata": {"part": i % 10}}
+                               for i in range(start, stop)])
+        stored = index.get([f"doc-{i:07d}" for i in range(start, stop)])
         pending: dict[str, dict[str, str]] = {instruction: {} for instruction in INSTRUCTIONS}
         for instruction in INSTRUCTIONS:
-            answers = [ANSWERS[int(label) % len(ANSWERS)] for label in labels[instruction][start:stop]]
+            answers = ANSWERS[labels[instruction][start:stop] % len(ANSWERS)].tolist()
             sync.store(instruction, stored, vectors[instruction][start:stop], answers, pending)
         sync.checkpoint(pending)
         logger.info("stored %d / %d documents", stop, n)
@@ -63,13 +63,13 @@ def build(index: Any, n: int, dim: int, held_out: int,
 
 def recall(index: Any, vectors: dict[str, np.ndarray], queries: dict[str, np.ndarray], instructions: Sequence[str],
            k: int, samples: int) -> float:
-    """Mean overlap of the combined top k with NumPy's exact top k over the generated vectors."""
-    found = []
-    for q in range(samples):
-        asked = {i: queries[i][q] for i in instructions}
-        exact = {f"doc-{j:07d}" for j in np.argsort(-sum(vectors[i] @ asked[i] for i in instructions))[:k]}
-        found.append(len(exact & {h.id for h in index.search_combined_by_vectors(asked, k=k)}) / k)
-    return float(np.mean(found))
+    """Mean overlap of the combined top k with the exact top k of the summed scores (the instructions'
+    vectors side by side: one product)."""
+    exact, _ = exact_top_k(np.hstack([vectors[i] for i in instructions]),
+                           np.hstack([queries[i][:samples] for i in instructions]), k)
+    hits = [len({f"doc-{j:07d}" for j in ids} & {h.id for h in index.search_combined_by_vectors(
+        {i: queries[i][q] for i in instructions}, k=k)}) for q, ids in enumerate(exact)]
+    return float(np.mean(hits)) / k
 
 
 def time_pair(combined: Callable[[int], Any], singles: Callable[[int], Any], rounds: int) -> dict[str, Any]:
@@ -86,35 +86,33 @@ def time_pair(combined: Callable[[int], Any], singles: Callable[[int], Any], rou
 
 
 def run(args: Any) -> dict[str, Any]:
+    """Write the index, then time and score each instruction count; the result's figures."""
     from inbedder_index import InBedder, InstructionIndex
     from inbedder_index.threads import set_threads
 
     set_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
     model, tokenizer = make_tiny_model(args.hidden, args.seed)
     encoder = InBedder.from_model(model, tokenizer, model_id=f"tiny-llama-h{args.hidden}", device="cpu",
                                   max_length=128)
     texts = news_texts(args.queries + 5, seed=args.seed + 7)
-    results: dict[str, Any] = {}
-    k = args.k
+    k, results = args.k, {}
     with tempfile.TemporaryDirectory(prefix="combined_search-") as work, \
             InstructionIndex.open(Path(work) / "index", model=encoder, backend=args.backend) as index:
         started = time.perf_counter()
-        vectors, queries = build(index, args.docs, encoder.dim, args.queries + 5, rng)
+        vectors, queries = build(index, args.docs, encoder.dim, args.queries + 5, np.random.default_rng(args.seed))
         build_s = time.perf_counter() - started
         for n in COUNTS:
-            instructions = INSTRUCTIONS[:n]
+            asked = INSTRUCTIONS[:n]
             for q in range(5):  # warm-up: caches, FAISS threads, the model's first calls
-                index.search_combined({i: texts[-1 - q] for i in instructions}, k=k)
-                index.search_combined_by_vectors({i: queries[i][q] for i in instructions}, k=k)
+                index.search_combined({i: texts[-1 - q] for i in asked}, k=k)
+                index.search_combined_by_vectors({i: queries[i][q] for i in asked}, k=k)
             results[str(n)] = {
                 "by_vector": time_pair(
-                    lambda q: index.search_combined_by_vectors({i: queries[i][q] for i in instructions}, k=k),
-                    lambda q: [index.search_by_vector(queries[i][q], i, k=k) for i in instructions], args.queries),
-                "by_text": time_pair(
-                    lambda q: index.search_combined({i: texts[q] for i in instructions}, k=k),
-                    lambda q: [index.search(texts[q], i, k=k) for i in instructions], args.queries),
-                "recall_at_k": recall(index, vectors, queries, instructions, k, min(args.queries, 20)),
+                    lambda q: index.search_combined_by_vectors({i: queries[i][q] for i in asked}, k=k),
+                    lambda q: [index.search_by_vector(queries[i][q], i, k=k) for i in asked], args.queries),
+                "by_text": time_pair(lambda q: index.search_combined({i: texts[q] for i in asked}, k=k),
+                                     lambda q: [index.search(texts[q], i, k=k) for i in asked], args.queries),
+                "recall_at_k": recall(index, vectors, queries, asked, k, min(args.queries, 20)),
             }
             logger.info("%d instructions: %s", n, results[str(n)])
     return {"build_s": build_s, "dim": encoder.dim, "results": results}
@@ -151,10 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.docs = args.docs or (2000 if args.quick else 100_000)
     args.queries = args.queries or (20 if args.quick else 100)
     load_start = harness.load_average()
-    measured = run(args)
-    payload = {"machine": harness.machine_info("cpu", since=load_start), "quick": args.quick, **measured,
-               "settings": {"docs": args.docs, "queries": args.queries, "hidden": args.hidden,
-                            "backend": args.backend, "k": args.k, "threads": args.threads, "seed": args.seed}}
+    payload = {**run(args), "quick": args.quick, "settings": harness.recorded(args)}
+    payload["machine"] = harness.machine_info("cpu", since=load_start)
     harness.finish(args, "combined_search", payload, summary)
     return 0
 

@@ -175,17 +175,6 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"a result holds a {type(value).__name__}, which JSON cannot represent")
 
 
-def save_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``benchmarks/results/<name>.json`` atomically (a ``.tmp`` file, then a rename)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    body = {"benchmark": name, "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **payload}
-    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False, default=_plain) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 def pyplot() -> Any:
     """matplotlib's pyplot on the file-only backend."""
     import matplotlib
@@ -207,14 +196,18 @@ def finish(args: argparse.Namespace, name: str, payload: dict[str, Any], summary
            figure: Callable[[dict[str, Any]], Any] | None = None) -> None:
     """Print the figures (the lines ``RESULTS.md`` shows for this run) and, unless ``--no-save``,
     keep the JSON in ``benchmarks/results/`` (``--out``, else ``name``, ``name_quick`` for a quick
-    run) and ``figure``'s PNG beside it."""
+    run; written to a ``.tmp`` file, then renamed) and ``figure``'s PNG beside it."""
     name = args.out or (f"{name}_quick" if args.quick else name)
-    body = {"benchmark": name, **json.loads(json.dumps(payload, default=_plain))}
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    body = {"benchmark": name, "timestamp_utc": stamp, **json.loads(json.dumps(payload, default=_plain))}
     print(f"\n{name}: {describe_machine(body)}\n")
     print("\n".join(summary(body)))
     if args.no_save:
         return
-    path = save_results(name, payload)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.with_suffix(".json.tmp").write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    os.replace(path.with_suffix(".json.tmp"), path)
     fig = figure(body) if figure is not None else None
     if fig is not None:
         save_figure(fig, path.with_suffix(".png"))

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,13 @@ logger = logging.getLogger("benchmarks.index_speed")
 DIM = 576  # the default model's width (SmolLM2-135M's hidden size; the adapter keeps it): no model load
 K = 10
 WARMUP_QUERIES = 10
-DEFAULT_THREADS = "the libraries' own"
 LABELS = {"faiss-flat": "FAISS flat (exact)", "faiss-hnsw": "FAISS HNSW", "qdrant-edge": "Qdrant embedded",
           "qdrant-local": "Qdrant legacy local"}
+STYLES = {  # the figure's colour, marker, name and swept parameter (a line through the sweep) per configuration
+    "faiss-flat": ("C1", "s", "FAISS flat (exact)", None), "faiss-hnsw": ("C0", "o", "FAISS HNSW", "efSearch"),
+    "qdrant-edge": ("C3", "^", "Qdrant embedded", "hnsw_ef"),
+    "qdrant-local": ("C2", "D", "Qdrant legacy local (exact, NumPy)", None),
+}
 
 
 def make_mixture(n: int, dim: int, clusters: int, seed: int, alpha: float = 0.5,
@@ -84,28 +88,15 @@ def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int, chunk: int = 128)
 
 
 def data_stats(base: np.ndarray, gt_scores: np.ndarray, seed: int) -> dict[str, float]:
-    """How clustered the data is: cosine of random pairs against a query's 1st and 10th neighbour
-    (``gt_scores``: each query's exact top k+1; a small 10th-11th gap makes recall@10 hard)."""
-    rng = np.random.default_rng(seed + 1)
-    random_cos = (base[rng.integers(0, len(base), 4000)] * base[rng.integers(0, len(base), 4000)]).sum(axis=1)
-    return {
-        "random_pair_cosine_mean": float(random_cos.mean()),
-        "random_pair_cosine_p99": float(np.percentile(random_cos, 99)),
-        "query_nn1_cosine_mean": float(gt_scores[:, 0].mean()),
-        "query_nn10_cosine_mean": float(gt_scores[:, K - 1].mean()),
-        "query_nn10_minus_nn11_gap_mean": float((gt_scores[:, K - 1] - gt_scores[:, K]).mean()),
-    }
-
-
-def _batches(path: Path, n: int, dim: int, batch: int) -> Iterator[tuple[list[str], np.ndarray]]:
-    """The base vectors, ``batch`` rows at a time, read from the raw file (never all in memory)."""
-    for start in range(0, n, batch):
-        count = min(batch, n - start)
-        block = np.fromfile(path, dtype=np.float32, count=count * dim, offset=start * dim * 4)
-        yield [str(i) for i in range(start, start + count)], block.reshape(count, dim)
+    """How clustered the data is: the cosine of random pairs against a query's 1st and 10th neighbour."""
+    pairs = np.random.default_rng(seed + 1).integers(0, len(base), (2, 4000))
+    return {"random_pair_cosine_mean": float((base[pairs[0]] * base[pairs[1]]).sum(axis=1).mean()),
+            "query_nn1_cosine_mean": float(gt_scores[:, 0].mean()),
+            "query_nn10_cosine_mean": float(gt_scores[:, K - 1].mean())}
 
 
 def _queries(backend: Any, queries: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
+    """Latency percentiles and recall@10 of one query per call, after a few untimed ones."""
     for vector in queries[:WARMUP_QUERIES]:
         backend.search(vector, K)
     latencies = np.empty(len(queries))
@@ -115,28 +106,13 @@ def _queries(backend: Any, queries: np.ndarray, gt: np.ndarray) -> dict[str, Any
         found = backend.search(vector, K)
         latencies[row] = time.perf_counter() - start
         hits += len({int(doc_id) for doc_id, _ in found} & set(gt[row].tolist()))
-    ms = latencies * 1000
-    return {"queries": len(queries), **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)},
-            "mean_ms": float(ms.mean()), "max_ms": float(ms.max()),
-            "qps_single_stream": float(len(queries) / latencies.sum()), "recall_at_10": hits / (K * len(queries))}
+    return {**{f"p{q}_ms": float(np.percentile(latencies * 1000, q)) for q in (50, 99)},
+            "recall_at_10": hits / (K * len(queries))}
 
 
 def _dir_bytes(path: Path) -> int:
     """Bytes allocated on disk (sparse, preallocated files count only what they hold)."""
     return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _mb(peak: bool = False) -> float:
-    return (harness.peak_rss_bytes() if peak else harness.rss_bytes()) / MIB
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -147,21 +123,19 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec["threads"]:
         faiss.omp_set_num_threads(spec["threads"])
-    work, config, dim = Path(spec["workdir"]), spec["config"], spec["dim"]
-    n, queries, gt = spec["n"], np.load(work / "queries.npy"), np.load(work / "gt_ids.npy")
+    work, config, dim, n, batch = Path(spec["workdir"]), spec["config"], spec["dim"], spec["n"], spec["batch"]
+    queries, gt = np.load(work / "queries.npy"), np.load(work / "gt_ids.npy")
     store = Path(tempfile.mkdtemp(prefix=f"{config}-", dir=work))
     if config.startswith("qdrant"):  # import costs are not index memory: pay them before the baseline
         importlib.import_module("qdrant_client.local.qdrant_local" if config == "qdrant-local" else "qdrant_edge")
     gc.collect()
-    baseline = _mb()
-    resettable = harness.reset_peak()
-    result: dict[str, Any] = {"config": config, "baseline_rss_mb": baseline, "peak_reset_supported": resettable,
-                              "n": n, "dim": dim, "faiss_omp_threads": faiss.omp_get_max_threads()}
+    baseline = harness.rss_bytes() / MIB
+    result: dict[str, Any] = {"config": config, "n": n, "dim": dim, "baseline_rss_mb": baseline,
+                              "peak_reset_supported": harness.reset_peak()}  # else peaks include the imports
     client = None
-    if config == "qdrant-local":
-        client = make_qdrant_client(path=store / "qdrant", legacy_local=True)
-    elif config == "qdrant-edge":
-        client = make_qdrant_client(path=store / "qdrant-edge", search_threads=spec["threads"])
+    if config.startswith("qdrant"):
+        client = make_qdrant_client(path=store / config, legacy_local=config == "qdrant-local",
+                                    search_threads=spec["threads"])
 
     def open_(create: bool, ef_search: int = 128, exact: bool = False) -> Any:
         return open_backend("faiss" if client is None else "qdrant", directory=store, name="bench", dim=dim,
@@ -171,24 +145,22 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     cpu_start, start = time.process_time(), time.perf_counter()
     backend = open_(create=True)
-    every = max(1, n // spec["batch"] // 10)
-    for number, (ids, vectors) in enumerate(_batches(work / "base.f32", n, dim, spec["batch"]), 1):
-        backend.upsert(ids, vectors)
-        if number % every == 0:
-            logger.info("%s: %s/%d vectors upserted in %.0f s", config, int(ids[-1]) + 1, n,
-                        time.perf_counter() - start)
+    for row in range(0, n, batch):  # read from the raw file a batch at a time, never all in memory
+        count = min(batch, n - row)
+        vectors = np.fromfile(work / "base.f32", dtype=np.float32, count=count * dim, offset=row * dim * 4)
+        backend.upsert([str(i) for i in range(row, row + count)], vectors.reshape(count, dim))
+        if (row // batch + 1) % max(1, n // batch // 10) == 0:
+            logger.info("%s: %d/%d vectors upserted in %.0f s", config, row + count, n, time.perf_counter() - start)
     backend.flush()
     result["build_s"] = time.perf_counter() - start
     assert backend.count() == n, (backend.count(), n)
-    result["build_vectors_per_s"] = n / result["build_s"]
     if config == "qdrant-edge":  # durable and searchable above; now the HNSW graph that close() would build
         start = time.perf_counter()
         backend.optimize()
         backend.flush()
-        result.update(index_s=time.perf_counter() - start, engine=backend.engine_info())
-        result["build_total_s"] = result["build_s"] + result["index_s"]
+        result["index_s"] = time.perf_counter() - start
     result["build_cpu_s"] = time.process_time() - cpu_start  # below build_s where the build waited for fsync
-    result.update(peak_rss_build_mb=_mb(peak=True), rss_after_build_mb=_mb())
+    result["peak_rss_build_mb"] = harness.peak_rss_bytes() / MIB
     logger.info("%s: built %d vectors in %.1f s (+%.1f s indexing; peak RSS %.0f MiB)", config, n,
                 result["build_s"], result.get("index_s", 0.0), result["peak_rss_build_mb"])
     if config == "faiss-hnsw":  # searched from its file, reopened per efSearch
@@ -197,54 +169,43 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         gc.collect()
     result["stored_bytes"] = _dir_bytes(store)
     if config == "qdrant-edge":
-        shard = store / "qdrant-edge" / "bench"
+        shard = store / config / "bench"
         result.update(wal_bytes=_dir_bytes(shard / "wal"), segments_bytes=_dir_bytes(shard / "segments"))
     reopen = config in ("faiss-hnsw", "qdrant-edge")
     sweep = [(ef, False) for ef in spec["ef_search"]] if reopen else [(None, False)]
-    runs = []
-    for ef, exact in sweep + ([(None, True)] if config == "qdrant-edge" else []):
+    result["runs"] = []
+    for ef, exact in sweep + [(None, True)] * (config == "qdrant-edge"):
         harness.reset_peak()
-        start = time.perf_counter()
         searcher = open_(create=False, ef_search=ef or 128, exact=exact) if reopen else backend
-        run = {"ef_search": ef, "exact": exact, "open_s": time.perf_counter() - start if reopen else None,
-               **_queries(searcher, queries, gt)}
+        run = {"ef_search": ef, "exact": exact, **_queries(searcher, queries, gt)}
         if config == "faiss-hnsw":
             searcher.close()
             del searcher
             gc.collect()
-        run["peak_rss_search_mb"] = _mb(peak=True)
+        run["peak_rss_search_mb"] = harness.peak_rss_bytes() / MIB
         logger.info("%s ef=%s: p50 %.3f ms, recall@10 %.4f", config, "exact" if exact else ef, run["p50_ms"],
                     run["recall_at_10"])
-        runs.append(run)
-    if backend is not None:
-        backend.close()
-    if client is not None:
-        client.close()
-    result["runs"] = runs
-    result["peak_rss_mb"] = max([result["peak_rss_build_mb"]] + [r["peak_rss_search_mb"] for r in runs])
-    result.update(peak_growth_mb=result["peak_rss_mb"] - baseline,
-                  peak_growth_build_mb=result["peak_rss_build_mb"] - baseline,
-                  rss_growth_after_build_mb=result["rss_after_build_mb"] - baseline)
-    if not resettable:  # VmHWM then covers the imports too; say so rather than report a wrong figure
-        result["note"] = "VmHWM could not be reset: peaks include everything since process start"
+        result["runs"].append(run)
+    for handle in (backend, client):
+        if handle is not None:
+            handle.close()
     shutil.rmtree(store, ignore_errors=True)
+    result["peak_rss_mb"] = max([result["peak_rss_build_mb"]] + [r["peak_rss_search_mb"] for r in result["runs"]])
+    result["peak_growth_build_mb"] = result["peak_rss_build_mb"] - baseline
     return result
 
 
 def run_config(config: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One configuration in a fresh process, its thread pools sized before it imports anything."""
     out = work / f"{config}.result.json"
     if out.exists():  # --workdir of an earlier run of the same settings: its figures stand
         logger.info("reusing %s", out)
         return json.loads(out.read_text())
     env = dict(os.environ)
-    if spec["threads"]:  # before the child imports anything: OpenMP (FAISS, torch) and BLAS (NumPy) pools
-        env.update({name: str(spec["threads"]) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                            "MKL_NUM_THREADS")})
+    if spec["threads"]:  # OpenMP (FAISS, torch) and BLAS (NumPy) pools
+        env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), str(spec["threads"])))
     logger.info("running %s in a fresh process", config)
-    start = time.perf_counter()
-    result = harness.run_in_child("benchmarks.index_speed", dict(spec, config=config), out, env)
-    result["wall_s"] = time.perf_counter() - start
-    return result
+    return harness.run_in_child("benchmarks.index_speed", dict(spec, config=config), out, env)
 
 
 def _fastest(result: dict[str, Any] | None, recall: float) -> dict[str, Any] | None:
@@ -261,7 +222,7 @@ def targets(results: list[dict[str, Any]], busy: bool) -> list[str]:
         return []
     lines = []
     if local is not None:
-        for label, seconds in (("durable", edge["build_s"]), ("durable + HNSW", edge["build_total_s"])):
+        for label, seconds in (("durable", edge["build_s"]), ("durable + HNSW", edge["build_s"] + edge["index_s"])):
             ratio = local["build_s"] / seconds
             lines.append(f"build {ratio:.1f}x faster than qdrant-client local ({label}: {seconds:.1f} s vs "
                          f"{local['build_s']:.1f} s; target >= 10x): {harness.verdict(ratio >= 10)}")
@@ -283,6 +244,7 @@ def targets(results: list[dict[str, Any]], busy: bool) -> list[str]:
 
 def summary(payload: dict[str, Any]) -> list[str]:
     settings, data = payload["settings"], payload["data"]
+    threads = settings["threads"] or "the libraries' own"
     rows = []
     for result in payload["results"]:
         for run in result["runs"]:
@@ -296,7 +258,7 @@ def summary(payload: dict[str, Any]) -> list[str]:
     return [f"{settings['n']:,} vectors x {settings['dim']}, {settings['queries']:,} queries, k={settings['k']}, "
             f"{settings['clusters']} clusters (random-pair cosine {data['random_pair_cosine_mean']:.3f}, query to its "
             f"1st / 10th neighbour {data['query_nn1_cosine_mean']:.3f} / {data['query_nn10_cosine_mean']:.3f}); "
-            f"threads: {settings['threads'] or DEFAULT_THREADS}.", "",
+            f"threads: {threads}.", "",
             *harness.table(("configuration", "n", "efSearch", "build s", "+ index s", "build CPU s", "p50 ms", "p99 ms",
                             "recall@10", "disk MB", "peak RSS MB", "+ build MB", "+ search MB"), rows), "",
             f"Build s: upserts until durable; + index s: embedded Qdrant's HNSW build; disk: allocated bytes; raw "
@@ -308,28 +270,21 @@ def plot(payload: dict[str, Any]) -> Any:
     settings = payload["settings"]
     fig, ax = harness.pyplot().subplots(figsize=(7.5, 5))
     for result in payload["results"]:
-        runs = result["runs"]
-        recall = [r["recall_at_10"] for r in runs]
-        if result["config"] == "qdrant-edge":
-            graph = [r for r in runs if not r.get("exact")]
-            ax.plot([r["recall_at_10"] for r in graph], [r["p50_ms"] for r in graph], "^-", color="C3",
-                    label="Qdrant embedded p50 (hnsw_ef sweep)")
-            ax.plot([r["recall_at_10"] for r in graph], [r["p99_ms"] for r in graph], "^--", color="C3", alpha=0.45,
-                    label="Qdrant embedded p99")
-            exact_runs = [r for r in runs if r.get("exact")]
-            ax.plot([r["recall_at_10"] for r in exact_runs], [r["p50_ms"] for r in exact_runs], "v", color="C3",
-                    label="Qdrant embedded, exact=True, p50")
-        elif result["config"] == "faiss-hnsw":
-            ax.plot(recall, [r["p50_ms"] for r in runs], "o-", color="C0", label="FAISS HNSW p50 (efSearch sweep)")
-            ax.plot(recall, [r["p99_ms"] for r in runs], "o--", color="C0", alpha=0.45, label="FAISS HNSW p99")
+        color, marker, name, swept = STYLES[result["config"]]
+        runs = [r for r in result["runs"] if not r.get("exact")]
+        exact = [r for r in result["runs"] if r.get("exact")]
+        line = "-" if swept else ""
+        ax.plot([r["recall_at_10"] for r in runs], [r["p50_ms"] for r in runs], marker + line, color=color,
+                label=f"{name} p50" + (f" ({swept} sweep)" if swept else ""))
+        ax.plot([r["recall_at_10"] for r in runs], [r["p99_ms"] for r in runs], marker + 2 * line, color=color,
+                alpha=0.45 if swept else 0.35, label=f"{name} p99")
+        if exact:
+            ax.plot([r["recall_at_10"] for r in exact], [r["p50_ms"] for r in exact], "v", color=color,
+                    label=f"{name}, exact=True, p50")
+        if result["config"] == "faiss-hnsw":
             for r in runs:
                 ax.annotate(f"ef={r['ef_search']}", (r["recall_at_10"], r["p50_ms"]), textcoords="offset points",
                             xytext=(-10, 8), fontsize=8)
-        else:
-            color, marker, name = {"faiss-flat": ("C1", "s", "FAISS flat (exact)"),
-                                   "qdrant-local": ("C2", "D", "Qdrant legacy local (exact, NumPy)")}[result["config"]]
-            ax.plot(recall, [r["p50_ms"] for r in runs], marker, color=color, label=f"{name} p50")
-            ax.plot(recall, [r["p99_ms"] for r in runs], marker, color=color, alpha=0.35, label=f"{name} p99")
     ax.set_yscale("log")
     ax.set_xlabel("recall@10 (vs. exact)")
     ax.set_ylabel("latency per query (ms, log scale)")
@@ -353,26 +308,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ef-construction", type=int, default=200, help="HNSW efConstruction (default 200)")
     parser.add_argument("--ef-search", default="64,128,256", help="HNSW efSearch sweep (default 64,128,256)")
     parser.add_argument("--threads", type=int, default=None, help="OpenMP (FAISS) and BLAS (NumPy) threads per child")
-    parser.add_argument("--skip-qdrant", action="store_true", help="leave out both Qdrant configurations")
-    parser.add_argument("--skip-qdrant-local", action="store_true", help="leave out qdrant-client's legacy local mode")
-    parser.add_argument("--skip-hnsw", action="store_true", help="leave out FAISS HNSW")
+    parser.add_argument("--configs", default=",".join(LABELS),
+                        help=f"comma-separated, of {', '.join(LABELS)} (default: all)")
     parser.add_argument("--workdir", default=None,
                         help="keep the data and each configuration's result here; a rerun reuses them")
     args = harness.parse(parser, argv)
     if harness.child_run(args, run_child):
         return 0
-    from inbedder_index.models import DEFAULT_MODEL
-
+    configs = harness.names(args.configs)
+    if not set(configs) <= set(LABELS):
+        parser.error(f"--configs: unknown {', '.join(sorted(set(configs) - set(LABELS)))}")
     n = args.n or (5_000 if args.quick else 100_000)
     n_queries = args.queries or (200 if args.quick else 1_000)
-    ef_sweep = [int(x) for x in harness.names(args.ef_search)]
-    skipped = {"faiss-hnsw": args.skip_hnsw, "qdrant-edge": args.skip_qdrant,
-               "qdrant-local": args.skip_qdrant or args.skip_qdrant_local}
-    configs = [config for config in LABELS if not skipped.get(config)]
     load_start = harness.load_average()
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="index_speed-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with tempfile.TemporaryDirectory(prefix="index_speed-") as scratch:  # --workdir: kept for a rerun
+        work = Path(args.workdir or scratch)
+        work.mkdir(parents=True, exist_ok=True)
         logger.info("generating %d + %d vectors of dim %d (%d clusters)", n, n_queries, args.dim, args.clusters)
         points = make_mixture(n + n_queries, args.dim, args.clusters, args.seed, alpha=args.spectrum_alpha)
         order = np.random.default_rng(args.seed + 2).permutation(len(points))
@@ -380,34 +331,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         del points
         base.tofile(work / "base.f32")
         np.save(work / "queries.npy", queries)
-        gt_ids, gt_scores = exact_top_k(base, queries, K + 1)
-        np.save(work / "gt_ids.npy", gt_ids[:, :K])
+        gt_ids, gt_scores = exact_top_k(base, queries, K)
+        np.save(work / "gt_ids.npy", gt_ids)
         stats = data_stats(base, gt_scores, args.seed)
         del base
+        sweep = [int(x) for x in harness.names(args.ef_search)]
         spec = {"workdir": str(work), "n": n, "dim": args.dim, "batch": args.batch, "m": args.m,
-                "ef_construction": args.ef_construction, "ef_search": ef_sweep, "threads": args.threads}
+                "threads": args.threads, "ef_construction": args.ef_construction, "ef_search": sweep}
         results = [run_config(config, spec, work) for config in configs]
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     info = harness.machine_info("cpu", since=load_start)  # the end's load includes this benchmark's own work
-    for module, package in (("faiss", "faiss-cpu"), ("qdrant_client", "qdrant-client"),
-                            ("qdrant_edge", "qdrant-edge-py")):
-        info[module] = _version(package)
+    from importlib.metadata import distributions
+
+    info.update({dist.metadata["Name"]: dist.version for dist in distributions()
+                 if dist.metadata["Name"] in ("faiss-cpu", "qdrant-client", "qdrant-edge-py")})
     busy = harness.is_busy(load_start, info["usable_cores"])
-    if busy:
-        logger.warning("load average %.1f before the run on %s cores: latencies are not reliable (OpenMP/BLAS thread "
-                       "pools wait for a time slice; --threads 1 avoids most of that)", load_start, info["usable_cores"])
-    payload = {
-        "quick": args.quick,
-        "settings": {"n": n, "queries": n_queries, "dim": args.dim, "default_model": DEFAULT_MODEL, "k": K,
-                     "clusters": args.clusters, "spectrum_alpha": args.spectrum_alpha, "batch": args.batch,
-                     "hnsw_m": args.m, "ef_construction": args.ef_construction, "ef_search_sweep": ef_sweep,
-                     "threads": args.threads, "seed": args.seed, "warmup_queries": WARMUP_QUERIES},
-        "data": {"kind": "L2-normalised anisotropic Gaussian mixture (see make_mixture)", **stats},
-        "raw_vector_mb": n * args.dim * 4 / MIB, "machine": info, "results": results, "machine_busy": busy,
-        "targets": targets(results, busy),
-    }
+    payload = {"quick": args.quick, "settings": {**harness.recorded(args), "n": n, "queries": n_queries, "k": K},
+               "data": {"kind": "L2-normalised anisotropic Gaussian mixture (see make_mixture)", **stats},
+               "raw_vector_mb": n * args.dim * 4 / MIB, "machine": info, "results": results, "machine_busy": busy}
     harness.finish(args, "index_speed", payload, summary, figure=plot)
     return 0
 

@@ -14,30 +14,26 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from . import harness
-from .procedures import FlopModel, compare_procedures, comparison_lines, matmul_peak_gflops, runtime_encoders
+from .procedures import FlopModel, compare_procedures, comparison_lines, runtime_encoders, side_by_side
 from .texts import news_texts, patent_texts
 
 logger = logging.getLogger("benchmarks.latency")
 
 INSTRUCTIONS = [
-    "What is the topic of this text?",
-    "Where does this take place?",
-    "What is the sentiment of this text?",
-    "Which organisation is mentioned in this text?",
-    "Who is the main person or actor in this text?",
-    "What problem does this text describe?",
-    "When does this happen?",
-    "What type of document is this?",
+    "What is the topic of this text?", "Where does this take place?", "What is the sentiment of this text?",
+    "Which organisation is mentioned in this text?", "Who is the main person or actor in this text?",
+    "What problem does this text describe?", "When does this happen?", "What type of document is this?",
 ]
 
+MODES = ("shared", "naive")  # one call with k instructions; k calls with one each
 TARGET_K = 4
 TARGET_K_RATIO = 1.6  # long docs: k = 4 instructions in at most 1.6x the time of k = 1
 TARGET_COSINE = 0.9999
@@ -54,147 +50,108 @@ LARGE_SHAPE: dict[str, int] = {"hidden_size": 2048, "ffn_dim": 8192, "num_hidden
                                "num_attention_heads": 32}
 
 
-def work(enc: Any, fm: FlopModel, texts: list[str], instructions: Sequence[str],
-         shared: bool) -> tuple[int, int, float]:
-    """Prompt tokens, executed tokens and FLOPs (unpadded) of ``texts`` under ``instructions``: in one
-    shared call (a causal model runs each text's input part once per group of instructions with the
-    same input budget, and each instruction's suffix on top), or in one call per instruction."""
-    ids = enc.prompts.input_ids(texts)
-    groups: dict[Any, list[str]] = {}
+def executed_flops(enc: Any, flop_model: FlopModel, texts: list[str], instructions: Sequence[str]) -> float:
+    """FLOPs (unpadded) of one ``encode(texts, instructions)``: a causal model runs each text's input
+    part once per group of instructions with the same input budget and each instruction's suffix on
+    top of it; a masked one runs every prompt whole."""
+    groups: dict[int, list[str]] = {}
     for item in instructions:
-        groups.setdefault(enc.prompts.input_budget(item) if shared and enc.kind == "causal" else item, []).append(item)
-    prompt = executed = 0
-    flops = 0.0
-    for members in groups.values():
-        prefixes = [len(enc.prompts.prefix(x, enc.prompts.input_budget(members[0]))) for x in ids]
+        groups.setdefault(enc.prompts.input_budget(item), []).append(item)
+    total = 0.0
+    for budget, members in groups.items():
         suffixes = [len(enc.prompts.suffix(item)) for item in members]
-        prompt += sum(sum(prefixes) + suffix * len(prefixes) for suffix in suffixes)
-        if len(members) == 1:
-            executed += sum(p + suffixes[0] for p in prefixes)
-            flops += sum(fm.forward(p + suffixes[0]) for p in prefixes)
-        else:
-            executed += sum(prefixes) + sum(suffixes) * len(prefixes)
-            flops += sum(fm.forward(p) + sum(fm.forward(s, p) for s in suffixes) for p in prefixes)
-    return prompt, executed, flops
+        for ids in enc.prompts.input_ids(texts):
+            prefix = len(enc.prompts.prefix(ids, budget))
+            if flop_model.causal:
+                total += flop_model.forward(prefix) + sum(flop_model.forward(s, prefix) for s in suffixes)
+            else:
+                total += sum(flop_model.forward(prefix + s) for s in suffixes)
+    return total
 
 
-def k_curve(enc: Any, texts: list[str], ks: Sequence[int], batch_size: int, repeats: int, label: str) -> dict[str, Any]:
-    """Total time for k instructions: one shared call against k single-instruction calls, in
-    alternating order, the matmul peak measured after every repeat."""
-    fm = FlopModel(enc)
+def k_curve(enc: Any, flop_model: FlopModel, texts: list[str], ks: Sequence[int], batch_size: int,
+            repeats: int) -> dict[str, Any]:
+    """Total time for k instructions: one shared call against k single-instruction calls, side by side
+    (``flop_model`` reads the PyTorch weights, which an ONNX Runtime encoder does not hold)."""
     instructions = INSTRUCTIONS[: max(ks)]
-    calls = {"shared": lambda subset: enc.encode(texts, subset, batch_size=batch_size, show_progress_bar=False),
-             "naive": lambda subset: {item: enc.encode(texts, item, batch_size=batch_size, show_progress_bar=False)
-                                      for item in subset}}
-    calls["shared"](instructions[:2])  # warm both paths
-    calls["naive"](instructions[:1])
-    wall: dict[str, dict[int, list[float]]] = {m: {k: [] for k in ks} for m in calls}
-    cpu: dict[str, dict[int, list[float]]] = {m: {k: [] for k in ks} for m in calls}
-    gaps: dict[int, float] = {k: 0.0 for k in ks}
-    load, peaks = [harness.load_average()], []
-    for repeat in range(repeats):
-        for position, k in enumerate(ks):
-            subset = instructions[:k]
-            out: dict[str, dict[str, np.ndarray]] = {}
-            order = ["shared", "naive"] if (repeat + position) % 2 == 0 else ["naive", "shared"]
-            for mode in order:  # at k = 1 both modes are one pass: two samples of the baseline
-                cpu_start = time.process_time()
-                seconds, out[mode] = harness.time_call(lambda: calls[mode](subset), enc.device)
-                wall[mode][k].append(seconds)
-                cpu[mode][k].append(time.process_time() - cpu_start)
-            gap = max(float(1.0 - harness.cosine_rows(out["shared"][i], out["naive"][i]).min()) for i in subset)
-            gaps[k] = max(gaps[k], gap)
-            logger.info("%s k=%d: shared %.2f s, naive %.2f s, max 1-cos %.1e", label, k, wall["shared"][k][-1],
-                        wall["naive"][k][-1], gap)
-        load.append(harness.load_average())
-        peaks.append(matmul_peak_gflops(enc.device))
-    peak = statistics.median(peaks)
-    base = min(wall["shared"][1] + wall["naive"][1]) if ks[0] == 1 else None
-    base_cpu = min(cpu["shared"][1] + cpu["naive"][1]) if ks[0] == 1 else None
-    base_flops = work(enc, fm, texts, instructions[:1], False)[2]
+
+    def call(mode: str, k: int) -> dict[str, np.ndarray]:
+        if mode == "shared":
+            return enc.encode(texts, instructions[:k], batch_size=batch_size, show_progress_bar=False)
+        return {item: enc.encode(texts, item, batch_size=batch_size, show_progress_bar=False)
+                for item in instructions[:k]}
+
+    procedures = {f"{mode} k={k}": partial(call, mode, k) for k in ks for mode in MODES}
+    seconds, out, peak, load = side_by_side(procedures, repeats, enc.device,
+                                            warm_up=[partial(call, "shared", 2), partial(call, "naive", 1)])
+    base = min(seconds["shared k=1"] + seconds["naive k=1"]) if ks[0] == 1 else None  # both are one pass at k = 1
+    base_flops = executed_flops(enc, flop_model, texts, instructions[:1])
     points = []
     for k in ks:
-        point: dict[str, Any] = {"k": k, "max_cosine_gap": gaps[k]}
-        for mode in calls:
-            prompt, executed, flops = work(enc, fm, texts, instructions[:k], mode == "shared")
-            best = base if k == 1 and base else min(wall[mode][k])
-            row = {"best_s": best, "median_s": float(np.median(wall[mode][k])),
-                   "all_s": [round(s, 4) for s in wall[mode][k]],
-                   "cpu_best_s": base_cpu if k == 1 and base_cpu else min(cpu[mode][k]), "prompt_tokens": prompt,
-                   "executed_tokens": executed, "prompt_tokens_per_s": prompt / best,
-                   "executed_tokens_per_s": executed / best, "executed_tflop": flops / 1e12,
-                   "achieved_tflops": flops / best / 1e12, "fraction_of_peak": flops / best / 1e9 / peak,
-                   "embeddings_per_s": len(texts) * k / best,  # texts x instructions
-                   "flop_ratio_to_k1": flops / base_flops}  # the work's own ratio: free of machine load
-            if base:
-                row.update(ratio_to_k1=best / base, cpu_ratio_to_k1=row["cpu_best_s"] / base_cpu)
-            point[mode] = row
+        subset = instructions[:k]
+        flops = {"shared": executed_flops(enc, flop_model, texts, subset),
+                 "naive": sum(executed_flops(enc, flop_model, texts, [item]) for item in subset)}
+        gap = max(float(1.0 - harness.cosine_rows(out[f"shared k={k}"][item], out[f"naive k={k}"][item]).min())
+                  for item in subset)
+        point: dict[str, Any] = {"k": k, "max_cosine_gap": gap}
+        for mode in MODES:
+            best = base if k == 1 else min(seconds[f"{mode} k={k}"])
+            point[mode] = {"best_s": best, "all_s": [round(s, 4) for s in seconds[f"{mode} k={k}"]],
+                           "fraction_of_peak": flops[mode] / best / 1e9 / peak,
+                           "flop_ratio_to_k1": flops[mode] / base_flops,  # the work's own ratio: free of machine load
+                           **({"ratio_to_k1": best / base} if base else {})}
         point["naive_over_shared"] = point["naive"]["best_s"] / point["shared"]["best_s"]
         points.append(point)
-    prefixes = [len(enc.prompts.prefix(x, enc.prompts.input_budget(instructions[0])))
-                for x in enc.prompts.input_ids(texts)]
-    return {
-        "n_texts": len(texts), "instructions": instructions, "ks": list(ks), "repeats": repeats,
-        "batch_size": batch_size, "prefix_tokens_mean": float(np.mean(prefixes)),
-        "prefix_tokens_max": int(max(prefixes)),
-        "suffix_tokens": {item: len(enc.prompts.suffix(item)) for item in instructions},
-        # 1: every instruction shares one input part per text
-        "instruction_groups": len({enc.prompts.input_budget(item) for item in instructions}),
-        "points": points, "max_cosine_gap": max(gaps.values()), "min_cosine": 1.0 - max(gaps.values()),
-        "load_average_1m": {"min": min(load), "max": max(load)}, "peak_gflops": peak,
-    }
+    prefixes = [len(enc.prompts.prefix(ids, enc.prompts.input_budget(instructions[0])))
+                for ids in enc.prompts.input_ids(texts)]
+    return {"n_texts": len(texts), "repeats": repeats, "prefix_tokens_mean": float(np.mean(prefixes)),
+            "prefix_tokens_max": int(max(prefixes)),
+            "suffix_tokens": {item: len(enc.prompts.suffix(item)) for item in instructions}, "points": points,
+            "min_cosine": 1.0 - max(p["max_cosine_gap"] for p in points), "load_average_1m": load,
+            "peak_gflops": peak}
 
 
 def build_large(device: str, max_length: int, batch_size: int, seed: int) -> Any:
-    """An OPT-1.3b-sized ``OPTForCausalLM`` (random weights, bf16) with the default model's tokenizer."""
+    """An OPT-1.3b-sized ``OPTForCausalLM`` with random weights, built in place in bf16 (no 5 GB
+    float32 copy on the host), with the default model's tokenizer."""
     import torch
-    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, OPTConfig
 
     from inbedder_index import InBedder
     from inbedder_index.models import smollm2_folder
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    config = OPTConfig(
-        vocab_size=len(tokenizer), word_embed_proj_dim=LARGE_SHAPE["hidden_size"], max_position_embeddings=2048,
-        do_layer_norm_before=True, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        pad_token_id=pad_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        architectures=["OPTForCausalLM"], **LARGE_SHAPE,
-    )
+    config = OPTConfig(vocab_size=len(tokenizer), pad_token_id=pad_id, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, architectures=["OPTForCausalLM"], **LARGE_SHAPE)
     torch.manual_seed(seed)
-    target = torch.device(device)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with target:  # built in place, in bf16: no 5 GB float32 copy on the host
-            model = OPTForCausalLM(config)
-    finally:
-        torch.set_default_dtype(previous)
-    return InBedder.from_model(model.eval(), tokenizer, model_id="opt-1.3b-sized-random", device=target,
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    return InBedder.from_model(model.eval(), tokenizer, model_id="opt-1.3b-sized-random", device=torch.device(device),
                                max_length=max_length, batch_size=batch_size)
 
 
 def run_model(label: str, enc: Any, docs: dict[str, list[str]], args: argparse.Namespace) -> dict[str, Any]:
+    """One model's latency setting and k curves (``--gpu-rounds`` at least on a GPU) and the k = 4 target."""
     import torch
 
     gpu = str(enc.device).startswith("cuda")
-    rounds = max(args.rounds, args.gpu_rounds) if gpu else args.rounds
-    curve_repeats = max(args.curve_repeats, args.gpu_rounds) if gpu else args.curve_repeats
+    least = args.gpu_rounds if gpu else 0
     encoders = runtime_encoders(enc, [] if gpu else harness.names(args.runtimes))
-    name = torch.cuda.get_device_name(enc.device).lower() if gpu else ""
+    name = torch.cuda.get_device_name(enc.device) if gpu else None
     result: dict[str, Any] = {
         "model": enc.model_id, "kind": enc.kind, "parameters": sum(p.numel() for p in enc.model.parameters()),
-        "matmul_parameters": FlopModel(enc).matmul_params,
         "dtype": str(next(enc.model.parameters()).dtype).replace("torch.", ""), "device": str(enc.device),
-        "gpu": torch.cuda.get_device_name(enc.device) if gpu else None,
-        "datasheet_peak_tflops": next((value for key, value in PEAK_BF16_TFLOPS if gpu and key.lower() in name), None),
-        "max_length": enc.max_length, "max_batch_tokens": enc.max_batch_tokens,
+        "gpu": name, "max_length": enc.max_length, "max_batch_tokens": enc.max_batch_tokens,
+        "datasheet_peak_tflops": next((tflops for key, tflops in PEAK_BF16_TFLOPS
+                                       if name and key.lower() in name.lower()), None),
     }
     if not args.skip_latency:
         result["latency"] = {}
         for kind, texts in docs.items():
             logger.info("%s: latency setting, %d %s texts", label, len(texts), kind)
-            result["latency"][kind] = compare_procedures(encoders, texts, INSTRUCTIONS[0], args.batch_size, rounds)
+            result["latency"][kind] = compare_procedures(encoders, texts, INSTRUCTIONS[0], args.batch_size,
+                                                         max(args.rounds, least))
     if args.skip_curve:
         return result
     result["curve"] = {}
@@ -202,8 +159,8 @@ def run_model(label: str, enc: Any, docs: dict[str, list[str]], args: argparse.N
         curves = result["curve"][runtime] = {}
         for kind in ("long", "short"):
             logger.info("%s/%s: k curve on %d %s texts, k = %s", label, runtime, len(docs[kind]), kind, args.ks)
-            curves[kind] = k_curve(encoders[runtime], docs[kind], args.ks, args.batch_size, curve_repeats,
-                                   f"{label}/{runtime}/{kind}")
+            curves[kind] = k_curve(encoders[runtime], FlopModel(enc), docs[kind], args.ks, args.batch_size,
+                                   max(args.curve_repeats, least))
         point = {p["k"]: p for p in curves["long"]["points"]}.get(TARGET_K)
         if point and "ratio_to_k1" in point["shared"]:
             ratio = point["shared"]["ratio_to_k1"]
@@ -273,9 +230,7 @@ def plot(payload: dict[str, Any]) -> Any:
                     ax.plot([TARGET_K], [TARGET_K_RATIO * shared[0]], "r_", markersize=22, mew=2,
                             label=f"target: k={TARGET_K} <= {TARGET_K_RATIO}x k=1")
             ax.set_xscale("log", base=2)
-            ax.set_xticks(ks, [str(k) for k in ks])
-            ax.set_xlabel("instructions k")
-            ax.set_ylabel("total seconds")
+            ax.set(xticks=ks, xticklabels=[str(k) for k in ks], xlabel="instructions k", ylabel="total seconds")
             ax.set_title(f"{r['model']} ({r['device']}, {runtime}): {curves[name]['n_texts']} {name} docs, "
                          f"input ~{curves[name]['prefix_tokens_mean']:.0f} tokens", fontsize=9)
             ax.grid(True, alpha=0.3)
@@ -299,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runtimes", default="onnx,onnx-int8", help="latency setting, besides torch, CPU only")
     parser.add_argument("--curve-runtimes", default="torch,onnx", help="runtimes of the k curve (default: %(default)s)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (ONNX Runtime follows it)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch and ONNX Runtime alike")
     parser.add_argument("--gpu-large", action="store_true", help="also an OPT-1.3b-sized random model (GPU)")
     parser.add_argument("--skip-default", action="store_true", help="with --gpu-large: only the large model")
     parser.add_argument("--skip-latency", action="store_true", help="leave out the comparison with the reference")
@@ -316,29 +271,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from inbedder_index import InBedder
+    from inbedder_index.threads import set_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     docs = {"short": news_texts(args.n_short, args.seed), "long": patent_texts(args.n_long, args.seed)}
     started = time.perf_counter()
     runs: dict[str, Any] = {}
-    device, skipped = "cpu", None
-    if not args.skip_default:
-        enc = InBedder(args.model, device=args.device, max_length=args.max_length, batch_size=args.batch_size,
-                       runtime="torch")  # the reference procedure and the FLOP count read the PyTorch model
-        device = enc.device
-        runs["default"] = run_model("default", enc, docs, args)
-        del enc
+    if not args.skip_default:  # the reference procedure and the FLOP count read the PyTorch model
+        runs["default"] = run_model("default", InBedder(args.model, device=args.device, max_length=args.max_length,
+                                                        batch_size=args.batch_size, runtime="torch"), docs, args)
+    skipped = None
     if args.gpu_large and not torch.cuda.is_available():
         skipped = "no GPU present (torch.cuda.is_available() is False): --gpu-large skipped"
     elif args.gpu_large:
         logger.info("building an OPT-1.3b-sized random model in bfloat16")
-        enc = build_large(args.device if args.device and args.device.startswith("cuda") else "cuda",
-                          args.max_length, args.batch_size, args.seed)
-        device = enc.device
-        runs["large"] = run_model("large", enc, docs, args)
-        del enc
-        torch.cuda.empty_cache()
+        device = args.device if args.device and args.device.startswith("cuda") else "cuda"
+        runs["large"] = run_model("large", build_large(device, args.max_length, args.batch_size, args.seed), docs, args)
+    device = [run["device"] for run in runs.values()][-1] if runs else "cpu"
     payload = {
         "quick": args.quick, "machine": harness.machine_info(device), "settings": harness.recorded(args),
         "instructions": INSTRUCTIONS,

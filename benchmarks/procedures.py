@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .harness import cosine_rows, load_average, pyplot, table, time_call
+from .harness import cosine_rows, load_average, table, time_call
 
 logger = logging.getLogger("benchmarks")
 
@@ -41,17 +41,16 @@ def reference_encode(enc: Any, texts: Sequence[str], instruction: str, batch_siz
     prompts = [p.ids for p in enc.prompts.build_many(list(texts), instruction)]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     vectors = np.empty((len(prompts), enc.dim), dtype=np.float32)
+    masked = enc.kind == "masked"
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            batch = [prompts[i] for i in chunk]
-            if enc.kind == "masked":
-                ids, mask = pad_batch(batch, enc._pad_id, "right", enc.device)
+            ids, mask = pad_batch([prompts[i] for i in chunk], enc._pad_id, "right" if masked else "left", enc.device)
+            if masked:
                 out = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, return_dict=True)
                 slots = (ids == enc.tokenizer.mask_token_id).to(out.hidden_states[-1].dtype)[:, :, None]
                 pooled = (out.hidden_states[-1] * slots).sum(dim=1) / slots.sum(dim=1)
             else:
-                ids, mask = pad_batch(batch, enc._pad_id, "left", enc.device)
                 out = enc.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False,
                                          output_hidden_states=True, return_dict_in_generate=True,
                                          pad_token_id=enc._pad_id)
@@ -96,52 +95,49 @@ class FlopModel:
         pairs = new * context + (new * (new + 1) / 2 if self.causal else new * new)
         return 2.0 * self.matmul_params * new + 4.0 * self.n_layers * self.attn_width * pairs
 
-    def prompts(self, lengths: Sequence[int]) -> float:
-        return sum(self.forward(n) for n in lengths)
-
 
 def matmul_peak_gflops(device: Any = "cpu", repeats: int = 3) -> float:
     """The machine's practical peak: GFLOP/s of a large matmul (fp32 2048^2 on the CPU threads torch
     uses; bf16 8192^2 on a GPU), best of ``repeats`` after a warm-up."""
     import torch
 
-    cuda = str(device).startswith("cuda")
-    size = 8192 if cuda else 2048
-    dtype = torch.bfloat16 if cuda else torch.float32
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    size, dtype = (8192, torch.bfloat16) if str(device).startswith("cuda") else (2048, torch.float32)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     a @ b
     best = min(time_call(lambda: a @ b, device)[0] for _ in range(repeats))
     return 2.0 * size**3 / best / 1e9
 
 
 def side_by_side(procedures: dict[str, Callable[[], Any]], rounds: int, device: Any,
-                 peak: Callable[[], float]) -> tuple[dict[str, list[float]], dict[str, Any], list[float]]:
-    """Each procedure once per round after an untimed warm-up, in an order rotated every round (so
-    none always runs first on a shared machine), and ``peak()`` after each round: seconds per round,
-    each procedure's last output and the peak readings."""
-    for fn in procedures.values():
+                 warm_up: Sequence[Callable[[], Any]] | None = None,
+                 ) -> tuple[dict[str, list[float]], dict[str, Any], float, dict[str, float]]:
+    """Each procedure once per round after untimed ``warm_up`` calls (default: each procedure), in an
+    order rotated every round (so none always runs first on a shared machine), and the matmul peak
+    after each round: seconds per round, each procedure's last output, the median peak and the
+    load average's range."""
+    for fn in procedures.values() if warm_up is None else warm_up:
         fn()
     names = list(procedures)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     outputs: dict[str, Any] = {}
     peaks: list[float] = []
+    load = [load_average()]
     for number in range(rounds):
         for name in names[number % len(names):] + names[: number % len(names)]:
             elapsed, outputs[name] = time_call(procedures[name], device)
             seconds[name].append(elapsed)
-        peaks.append(peak())
+        peaks.append(matmul_peak_gflops(device))
+        load.append(load_average())
         logger.info("round %d/%d: %s", number + 1, rounds,
                     ", ".join(f"{name} {seconds[name][-1]:.2f} s" for name in names))
-    return seconds, outputs, peaks
+    return seconds, outputs, statistics.median(peaks), {"min": min(load), "max": max(load)}
 
 
 def compare_procedures(encoders: dict[str, Any], texts: list[str], instruction: str, batch_size: int, rounds: int,
                        st_model: Any = None) -> dict[str, Any]:
     """The reference, ``encode`` on each of ``encoders`` ("torch" is the one compared with) and
-    sentence-transformers on the prompts as strings, side by side: medians, speed against the
-    reference, cosine to InBedder's vectors and the fraction of the matmul peak; every procedure is
-    credited with the same useful FLOPs, the prompts' forward pass."""
+    sentence-transformers on the prompts as strings, side by side; every procedure is credited with
+    the same useful FLOPs, the prompts' forward pass."""
     import torch
 
     from inbedder_index.prompt import format_prompt
@@ -155,12 +151,10 @@ def compare_procedures(encoders: dict[str, Any], texts: list[str], instruction: 
         procedures["st-lasttoken"] = lambda: st_model.encode(
             [format_prompt(text, instruction) for text in texts], batch_size=batch_size, convert_to_numpy=True,
             show_progress_bar=False)
-    load = [load_average()]
-    seconds, outputs, peaks = side_by_side(procedures, rounds, base.device, lambda: matmul_peak_gflops(base.device))
-    load.append(load_average())
+    seconds, outputs, peak, load = side_by_side(procedures, rounds, base.device)
     lengths = [len(p) for p in base.prompts.build_many(texts, instruction)]
-    flops = FlopModel(base).prompts(lengths)
-    peak = statistics.median(peaks)
+    flop_model = FlopModel(base)
+    gflop = sum(flop_model.forward(n) for n in lengths) / 1e9
     reference_s = statistics.median(seconds["reference"])
     rows: dict[str, dict[str, Any]] = {}
     for name, runs in seconds.items():
@@ -168,18 +162,18 @@ def compare_procedures(encoders: dict[str, Any], texts: list[str], instruction: 
         cosines = cosine_rows(outputs[name], outputs["torch"])
         rows[name] = {
             "median_s": median_s, "all_s": [round(s, 4) for s in runs], "texts_per_s": len(texts) / median_s,
-            "tokens_per_s": sum(lengths) / median_s, "gflops": flops / median_s / 1e9,
-            "fraction_of_peak": flops / median_s / 1e9 / peak, "vs_reference": reference_s / median_s,
+            "tokens_per_s": sum(lengths) / median_s, "gflops": gflop / median_s,
+            "fraction_of_peak": gflop / median_s / peak, "vs_reference": reference_s / median_s,
             "min_cosine_to_inbedder": float(cosines.min()), "mean_cosine_to_inbedder": float(cosines.mean()),
         }
     gpu = str(base.device).startswith("cuda")
     return {
         "n_texts": len(texts), "instruction": instruction, "batch_size": batch_size, "rounds": rounds,
-        "tokens": {"prompt_total": int(sum(lengths)), "prompt_mean": float(np.mean(lengths)),
-                   "prompt_max": int(max(lengths)), "truncated": int(sum(n >= base.max_length for n in lengths))},
-        "useful_gflop": flops / 1e9, "peak_gflops": peak, "peak_all_gflops": [round(p, 1) for p in peaks],
+        "tokens": {"prompt_mean": float(np.mean(lengths)), "prompt_max": int(max(lengths)),
+                   "truncated": int(sum(n >= base.max_length for n in lengths))},
+        "useful_gflop": gflop, "peak_gflops": peak,
         "peak_kind": "bf16 8192^2 matmul, GPU" if gpu else f"fp32 2048^2 matmul, {torch.get_num_threads()} CPU threads",
-        "procedures": rows, "load_average_1m": {"min": min(load), "max": max(load)},
+        "procedures": rows, "load_average_1m": load,
     }
 
 
@@ -196,24 +190,6 @@ def comparison_lines(title: str, result: dict[str, Any]) -> list[str]:
             for name, row in result["procedures"].items()]
     return [caption, "", *table(("procedure", "texts/s", "median s", "x reference", "tokens/s", "GFLOP/s",
                                   "of peak", "min cosine", "mean cosine"), rows), ""]
-
-
-def plot_comparison(results: dict[str, dict[str, Any]], title: str) -> Any:
-    """One panel per setting: texts/s of each procedure, annotated with its speed-up and cosine."""
-    fig, axes = pyplot().subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
-    for ax, (label, result) in zip(axes[0], results.items()):
-        rows = result["procedures"]
-        names = list(rows)
-        ax.bar(names, [rows[n]["texts_per_s"] for n in names], color=[f"C{i}" for i in range(len(names))])
-        for i, name in enumerate(names):
-            ax.annotate(f"{rows[name]['vs_reference']:.2f}x\ncos {rows[name]['min_cosine_to_inbedder']:.3f}",
-                        (i, rows[name]["texts_per_s"]), ha="center", va="bottom", fontsize=7)
-        ax.set_ylabel("texts/s (median)")
-        ax.set_title(f"{label}: {result['n_texts']} texts, ~{result['tokens']['prompt_mean']:.0f} tokens", fontsize=9)
-        ax.tick_params(axis="x", labelsize=7, rotation=20)
-        ax.margins(y=0.25)
-    fig.suptitle(title, fontsize=10)
-    return fig
 
 
 def runtime_encoders(base: Any, runtimes: Sequence[str]) -> dict[str, Any]:

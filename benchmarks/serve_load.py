@@ -46,32 +46,25 @@ def baseline(encoder: Any, texts: list[str]) -> float:
     return len(texts) / seconds
 
 
-def start_server(model: str, threads: int, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
+def serve_peak(model: str, threads: int, texts: list[str], levels: Sequence[int],
+               *options: str) -> tuple[list[dict[str, Any]], int | None]:
+    """Each level's load on a fresh server, started as a user starts it, and the server's peak memory."""
     command = [sys.executable, "-m", "inbedder_index.cli", "--threads", str(threads), "serve", "--model", model,
                "--port", "0", *options]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        match = re.search(r" on (http://\S+);", log.read_text())
-        if match:
-            return process, match.group(1)
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the server did not start within 600 s")
-
-
-def serve_peak(model: str, threads: int, log: Path, texts: list[str], levels: Sequence[int],
-               *options: str) -> tuple[list[dict[str, Any]], int | None]:
-    """Each level's load on a fresh server, and the server's peak memory."""
-    process, url = start_server(model, threads, log, *options)
-    try:
-        results = [asyncio.run(load(url, texts, clients)) for clients in levels]
-        return results, harness.peak_rss_of(process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with tempfile.NamedTemporaryFile(prefix="serve_load-", suffix=".log") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        log = Path(stderr.name)
+        try:
+            while not (started := re.search(r" on (http://\S+);", log.read_text())):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server exited or took over 600 s: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+            results = [asyncio.run(load(started.group(1), texts, clients)) for clients in levels]
+            return results, harness.peak_rss_of(process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
 
 
 def batch_counts(metrics: str) -> tuple[float, float]:
@@ -81,6 +74,7 @@ def batch_counts(metrics: str) -> tuple[float, float]:
 
 
 async def load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
+    """``clients`` concurrent clients sending ``texts`` one per request, after a warm-up request each."""
     import httpx
 
     latencies: list[float] = []
@@ -107,7 +101,7 @@ async def load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
-        await asyncio.gather(*(one(http, i % len(texts)) for i in range(clients)))  # warm-up: connections, batches
+        await asyncio.gather(*(one(http, i % len(texts)) for i in range(clients)))  # connections, first batches
         latencies.clear()
         failures.clear()
         before = batch_counts((await http.get("/metrics")).text)
@@ -115,34 +109,29 @@ async def load(url: str, texts: list[str], clients: int) -> dict[str, Any]:
         await asyncio.gather(*(client(http, range(c, len(texts), clients)) for c in range(clients)))
         wall = time.perf_counter() - start
         after = batch_counts((await http.get("/metrics")).text)
-    gathered, batches = after[0] - before[0], after[1] - before[1]
+    batches = after[1] - before[1]
     logger.info("%d clients: %.1f texts/s, %d failed", clients, len(texts) / wall, len(failures))
-    return {
-        "clients": clients, "requests": len(texts), "seconds": wall, "texts_per_s": len(texts) / wall,
-        "p50_ms": 1000 * float(np.percentile(latencies, 50)) if latencies else None,
-        "p99_ms": 1000 * float(np.percentile(latencies, 99)) if latencies else None,
-        "failed": len(failures), "failures": failures[:5], "mean_batch_requests": gathered / batches if batches else None,
-        "vectors": vectors,
-    }
+    p50, p99 = 1000 * np.percentile(latencies, [50, 99]) if latencies else (None, None)
+    return {"clients": clients, "requests": len(texts), "seconds": wall, "texts_per_s": len(texts) / wall,
+            "p50_ms": p50, "p99_ms": p99, "failed": len(failures), "failures": failures[:5],
+            "mean_batch_requests": (after[0] - before[0]) / batches if batches else None, "vectors": vectors}
 
 
 def plot(result: dict[str, Any]) -> Any:
-    levels = result["levels"]
+    levels, base = result["levels"], result["baseline_texts_per_s"]
+    x = [level["clients"] for level in levels]
     fig, (left, right) = harness.pyplot().subplots(1, 2, figsize=(10, 4))
-    bars = left.bar(range(len(levels)), [level["texts_per_s"] for level in levels], color="#3366cc")
-    left.set_xticks(range(len(levels)), [str(level["clients"]) for level in levels])
-    left.bar_label(bars, fmt="%.1f")
-    left.axhline(result["baseline_texts_per_s"], color="black", linestyle="--", linewidth=1,
-                 label="in-process batched encode")
-    left.axhline(TARGET_FRACTION * result["baseline_texts_per_s"], color="red", linestyle=":", linewidth=1,
+    left.bar_label(left.bar([str(c) for c in x], [level["texts_per_s"] for level in levels], color="#3366cc"),
+                   fmt="%.1f")
+    left.axhline(base, color="black", linestyle="--", linewidth=1, label="in-process batched encode")
+    left.axhline(TARGET_FRACTION * base, color="red", linestyle=":", linewidth=1,
                  label=f"target: {TARGET_FRACTION:.0%} of it")
     left.set(xlabel="concurrent clients", ylabel="texts / s", title="throughput")
     left.legend(fontsize=8)
-    x = [level["clients"] for level in levels]
-    right.plot(x, [level["p50_ms"] for level in levels], marker="o", label="p50")
-    right.plot(x, [level["p99_ms"] for level in levels], marker="o", label="p99")
+    for quantile in ("p50", "p99"):
+        right.plot(x, [level[f"{quantile}_ms"] for level in levels], marker="o", label=quantile)
     right.set_xscale("log", base=2)
-    right.set_xticks(x, [str(v) for v in x])
+    right.set_xticks(x, [str(c) for c in x])
     right.set(xlabel="concurrent clients", ylabel="latency (ms)", title="latency per request")
     right.legend()
     fig.suptitle(f"inbedder-index serve, {result['model']}, single short texts")
@@ -156,25 +145,22 @@ def summary(result: dict[str, Any]) -> list[str]:
              f"{level['mean_batch_requests'] or 0:.1f}", f"{level['min_cosine_vs_in_process'] or 0:.6f}")
             for level in result["levels"]]
     before, after = result["baseline_before_after"]
-    lines = [f"`{result['model']}`, {result['requests_per_level']} single-text requests per level "
-             f"(~{result['mean_words']:.0f} words), {result['threads']} thread(s) for the server and the baseline; "
-             f"load average {info['load_average_1m_end']:.1f} at the end. "
-             f"In-process batched encode: {base:.2f} texts/s (before {before:.2f}, after {after:.2f}).", "",
-             *harness.table(("clients", "texts/s", "of in-process", "p50 ms", "p99 ms", "failed", "mean batch",
-                             "min cosine to in-process"), rows), "",
-             f"- server peak memory {result['server_peak_rss_mib'] or 0:,.0f} MiB; the benchmark's process (model and "
-             f"clients) {result['benchmark_peak_rss_mib']:,.0f} MiB",
-             f"- target: {top['clients']} clients >= {result['target_fraction']:.0%} of in-process throughput, none "
-             f"failed: {result['fraction_at_32']:.0%}, {top['failed']} failed, {harness.verdict(result['met'])}"]
-    torch_peak = result.get("torch_server_peak_rss_mib")  # results from before ONNX Runtime was the default: none
-    if torch_peak and result.get("server_peak_rss_mib"):
-        ratio = result["server_peak_rss_mib"] / torch_peak
-        met = ratio <= MEMORY_TARGET
-        lines.append(f"- target: server peak memory <= {MEMORY_TARGET:.0%} of a `--runtime torch` server's: "
-                     f"{result['server_peak_rss_mib']:,.0f} MiB vs {torch_peak:,.0f} MiB = {ratio:.0%}, "
-                     f"{harness.verdict(met)}" + ("" if met else f" (over by {ratio - MEMORY_TARGET:.0%} of the "
-                                                                 "PyTorch server's)"))
-    return lines
+    peak, torch_peak = result["server_peak_rss_mib"] or 0, result["torch_server_peak_rss_mib"] or float("nan")
+    ratio = peak / torch_peak
+    memory_met = ratio <= MEMORY_TARGET
+    return [f"`{result['model']}`, {result['requests_per_level']} single-text requests per level "
+            f"(~{result['mean_words']:.0f} words), {result['threads']} thread(s) for the server and the baseline; "
+            f"load average {info['load_average_1m_end']:.1f} at the end. "
+            f"In-process batched encode: {base:.2f} texts/s (before {before:.2f}, after {after:.2f}).", "",
+            *harness.table(("clients", "texts/s", "of in-process", "p50 ms", "p99 ms", "failed", "mean batch",
+                            "min cosine to in-process"), rows), "",
+            f"- server peak memory {peak:,.0f} MiB; the benchmark's process (model and clients) "
+            f"{result['benchmark_peak_rss_mib']:,.0f} MiB",
+            f"- target: {top['clients']} clients >= {result['target_fraction']:.0%} of in-process throughput, none "
+            f"failed: {result['fraction_at_32']:.0%}, {top['failed']} failed, {harness.verdict(result['met'])}",
+            f"- target: server peak memory <= {MEMORY_TARGET:.0%} of a `--runtime torch` server's: {peak:,.0f} MiB "
+            f"vs {torch_peak:,.0f} MiB = {ratio:.0%}, {harness.verdict(memory_met)}"
+            + ("" if memory_met else f" (over by {ratio - MEMORY_TARGET:.0%} of the PyTorch server's)")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,12 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoder = InBedder(model)
     before = baseline(encoder, texts)
     logger.info("in-process batched encode: %.1f texts/s", before)
-    log = Path(tempfile.mkstemp(prefix="serve_load-", suffix=".log")[1])
-    try:
-        levels, server_peak = serve_peak(model, threads, log, texts, LEVELS)
-        _, torch_peak = serve_peak(model, threads, log, texts, LEVELS[:1], "--runtime", "torch")
-    finally:
-        log.unlink(missing_ok=True)
+    levels, server_peak = serve_peak(model, threads, texts, LEVELS)
+    _, torch_peak = serve_peak(model, threads, texts, LEVELS[:1], "--runtime", "torch")
     after = baseline(encoder, texts)
     reference = encoder.encode(texts, INSTRUCTION, show_progress_bar=False)
     for level in levels:
