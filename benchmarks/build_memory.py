@@ -190,7 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     orders = list(ORDERS) if args.order == "both" else [args.order]
     settings = {**harness.recorded(args), "sizes": sizes, "orders": orders, "answers": not args.no_answers,
                 "backend": "faiss (exact)"}
-    load_start = harness.load_average()
     by_order: dict[str, list[dict[str, Any]]] = {order: [] for order in orders}
     with tempfile.TemporaryDirectory(prefix="build_memory-") as work:
         for order in orders:
@@ -200,8 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dim = by_order[orders[0]][0]["dim"]
     verdicts = {order: fit_excess(results, dim, args.flat_threshold, max(sizes) >= 10_000)
                 for order, results in by_order.items() if len(results) >= 2}
-    payload = {"quick": args.quick, "settings": settings, "machine": harness.machine_info("cpu", since=load_start),
-               "results": by_order, "verdicts": verdicts}
+    payload = {"settings": settings, "results": by_order, "verdicts": verdicts}
     harness.finish(args, "build_memory", payload, summary, figure=plot)
     return 0
 

@@ -134,7 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="rounds (default 7; --quick: 2)")
     args = harness.parse(parser, argv)
     repeats = args.repeats or (2 if args.quick else 7)
-    load_start = harness.load_average()
     work = Path(tempfile.mkdtemp(prefix="cold_start-"))
     try:
         index = work / "customer-index"
@@ -170,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   target=TARGET, met=ratio <= TARGET, search_split=split, first_merge=merge,
                   memory_target=MEMORY_TARGET, memory_ratio=memory_ratio, memory_met=memory_ratio <= MEMORY_TARGET,
                   search_output={"stdout": answer["stdout"], "stderr": answer["stderr"]})
-    payload = {"machine": harness.machine_info("cpu", since=load_start), "quick": args.quick, "repeats": repeats,
+    payload = {"repeats": repeats,
                "query": QUERY, "instruction": FEEL, **result}
     harness.finish(args, "cold_start", payload, summary, figure=plot)
     return 0

@@ -148,10 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = harness.parse(parser, argv)
     args.docs = args.docs or (2000 if args.quick else 100_000)
     args.queries = args.queries or (20 if args.quick else 100)
-    load_start = harness.load_average()
-    payload = {**run(args), "quick": args.quick, "settings": harness.recorded(args)}
-    payload["machine"] = harness.machine_info("cpu", since=load_start)
-    harness.finish(args, "combined_search", payload, summary)
+    harness.finish(args, "combined_search", {**run(args), "settings": harness.recorded(args)}, summary)
     return 0
 
 

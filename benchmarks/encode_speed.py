@@ -96,9 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         st_model = None if args.no_st else procedures.sentence_transformers_lasttoken(base, Path(folder))
         result = procedures.compare_procedures(encoders, texts, args.instruction, args.batch_size, args.rounds, st_model)
     result["targets"] = check_targets(result)
-    payload = {"quick": args.quick, "machine": harness.machine_info(base.device), "settings": harness.recorded(args),
-               "model": base.model_id, "result": result, "elapsed_s": round(time.perf_counter() - started, 1)}
-    harness.finish(args, "encode_speed", payload, summary, figure=plot)
+    payload = {"settings": harness.recorded(args), "model": base.model_id, "result": result,
+               "elapsed_s": round(time.perf_counter() - started, 1)}
+    harness.finish(args, "encode_speed", payload, summary, figure=plot, device=base.device)
     return 0
 
 

@@ -72,7 +72,7 @@ def summary(payload: dict[str, Any]) -> list[str]:
              f"{harness.verdict(digest < DIGEST_TARGET_S, quick)}"
              + ("" if digest < DIGEST_TARGET_S else f" (over by {digest - DIGEST_TARGET_S:.2f} s; later loads "
                                                     "read it from the source memo)")]
-    if harness.is_busy(payload["machine"]["load_average_1m"], payload["machine"]["usable_cores"]):
+    if harness.is_busy(payload["machine"]):
         lines.append("- other jobs shared the cores: re-measure on an idle machine before quoting these times")
     return lines
 
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              if min(row["probe_min_cosine"], row["encode_min_cosine"]) >= MIN_COSINE}
     result = {"digest_s": digest_s, "exporters": exporters, "default_exporter": DEFAULT_EXPORTER,
               "fastest_sound": min(sound, key=lambda name: sound[name]["export_s"]) if sound else None}
-    payload = {"quick": args.quick, "machine": harness.machine_info("cpu"), "model": encoder.model_id,
+    payload = {"model": encoder.model_id,
                "n_texts": len(texts), "result": result}
     harness.finish(args, "export_speed", payload, summary)
     return 0

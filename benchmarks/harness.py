@@ -57,6 +57,8 @@ def parse(made: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    total, mine = _cpu_seconds()
+    _START.update(wall=time.perf_counter(), total=total, mine=mine, load=load_average())
     return args
 
 
@@ -92,9 +94,33 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def machine_info(device: Any = "cpu", since: float | None = None) -> dict[str, Any]:
-    """What a figure was measured on: CPU, cores, threads, load, library versions, device; with
-    ``since`` (the load average when the run started), the load at its start and end."""
+_START: dict[str, float] = {}  # the clocks when ``parse`` ran: the run's start
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by every process on the machine (``/proc/stat``; NaN where the kernel
+    does not say) and by this one with the children it has waited for."""
+    own = os.times()
+    mine = own.user + own.system + own.children_user + own.children_system
+    try:
+        ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), mine
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), mine
+
+
+def count_as_own(cpu_seconds: float) -> None:
+    """Count CPU time that this benchmark's processes used but nothing here waited for (Ray's
+    workers) as the benchmark's, not as other jobs'."""
+    _START["mine"] -= cpu_seconds
+
+
+def machine_info(device: Any = "cpu") -> dict[str, Any]:
+    """What a figure was measured on: CPU, cores, threads, library versions, device, the load average
+    at the run's start and end, and the cores other processes kept busy meanwhile (CPU time not this
+    benchmark's nor its waited-for children's, over the run's wall time): the load average counts the
+    benchmark itself and lags a minute behind, so it cannot tell a quiet run from a shared one."""
     import torch
     import transformers
 
@@ -110,14 +136,23 @@ def machine_info(device: Any = "cpu", since: float | None = None) -> dict[str, A
     }
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    if since is not None:
-        info.update(load_average_1m_start=since, load_average_1m_end=info["load_average_1m"])
+    if _START:
+        total, mine = _cpu_seconds()
+        others = (total - _START["total"] - (mine - _START["mine"])) / (time.perf_counter() - _START["wall"])
+        info.update(load_average_1m_start=_START["load"], load_average_1m_end=info["load_average_1m"],
+                    other_processes_cores=None if np.isnan(others) else round(max(others, 0.0), 3))
     return info
 
 
-def is_busy(load: float, cores: int | None) -> bool:
-    """Whether other jobs shared the cores (load above half of them): the timings are then noisy."""
-    return load > 0.5 * (cores or 1)
+def is_busy(info: dict[str, Any]) -> bool:
+    """Whether other jobs shared the cores, so that the timings are noisy: other processes kept more
+    than a tenth of them busy during the run; for results that predate that figure, a load average
+    at the start above half of them."""
+    cores = info.get("usable_cores") or 1
+    if info.get("other_processes_cores") is not None:
+        return info["other_processes_cores"] > 0.1 * cores
+    load = info.get("load_average_1m_start", info.get("load_average_1m"))
+    return load is not None and load > 0.5 * cores
 
 
 def describe_machine(payload: dict[str, Any]) -> str:
@@ -127,11 +162,12 @@ def describe_machine(payload: dict[str, Any]) -> str:
     parts = [info.get("cpu_model", "unknown CPU"), f"{info.get('usable_cores', '?')} usable cores",
              f"{info.get('memory_gib', '?')} GiB", f"torch {info.get('torch', '?')}",
              *([info["gpu"]] if info.get("gpu") else [])]
-    if load is None:
-        return ", ".join(parts)
-    busy = is_busy(load, info.get("usable_cores"))
-    return ", ".join(parts) + f", load average {load:.1f} at the start" + (
-        " (other jobs shared these cores: the timings are noisy)" if busy else "")
+    if info.get("other_processes_cores") is not None:
+        parts.append(f"other processes kept {info['other_processes_cores']:.2f} cores busy during the run")
+    elif load is not None:
+        parts.append(f"load average {load:.1f} at the start")
+    noisy = " (other jobs shared these cores: the timings are noisy)" if is_busy(info) else ""
+    return ", ".join(parts) + noisy
 
 
 # --------------------------------------------------------------------------- timing
@@ -193,12 +229,14 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def finish(args: argparse.Namespace, name: str, payload: dict[str, Any], summary: Summary,
-           figure: Callable[[dict[str, Any]], Any] | None = None) -> None:
-    """Print the figures (the lines ``RESULTS.md`` shows for this run) and, unless ``--no-save``,
-    keep the JSON in ``benchmarks/results/`` (``--out``, else ``name``, ``name_quick`` for a quick
-    run; written to a ``.tmp`` file, then renamed) and ``figure``'s PNG beside it."""
+           figure: Callable[[dict[str, Any]], Any] | None = None, device: Any = "cpu") -> None:
+    """Record the run's ``machine_info`` (on ``device``) and ``--quick`` unless ``payload`` has them,
+    print the figures (the lines ``RESULTS.md`` shows for this run) and, unless ``--no-save``, keep the
+    JSON in ``benchmarks/results/`` (``--out``, else ``name``, ``name_quick`` for a quick run; written to
+    a ``.tmp`` file, then renamed) and ``figure``'s PNG beside it."""
     name = args.out or (f"{name}_quick" if args.quick else name)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    payload = {"quick": args.quick, **payload, "machine": payload.get("machine") or machine_info(device)}
     body = {"benchmark": name, "timestamp_utc": stamp, **json.loads(json.dumps(payload, default=_plain))}
     print(f"\n{name}: {describe_machine(body)}\n")
     print("\n".join(summary(body)))

@@ -320,7 +320,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--configs: unknown {', '.join(sorted(set(configs) - set(LABELS)))}")
     n = args.n or (5_000 if args.quick else 100_000)
     n_queries = args.queries or (200 if args.quick else 1_000)
-    load_start = harness.load_average()
     with tempfile.TemporaryDirectory(prefix="index_speed-") as scratch:  # --workdir: kept for a rerun
         work = Path(args.workdir or scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -339,15 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = {"workdir": str(work), "n": n, "dim": args.dim, "batch": args.batch, "m": args.m,
                 "threads": args.threads, "ef_construction": args.ef_construction, "ef_search": sweep}
         results = [run_config(config, spec, work) for config in configs]
-    info = harness.machine_info("cpu", since=load_start)  # the end's load includes this benchmark's own work
+    info = harness.machine_info()
     from importlib.metadata import distributions
 
     info.update({dist.metadata["Name"]: dist.version for dist in distributions()
                  if dist.metadata["Name"] in ("faiss-cpu", "qdrant-client", "qdrant-edge-py")})
-    busy = harness.is_busy(load_start, info["usable_cores"])
-    payload = {"quick": args.quick, "settings": {**harness.recorded(args), "n": n, "queries": n_queries, "k": K},
+    payload = {"settings": {**harness.recorded(args), "n": n, "queries": n_queries, "k": K},
                "data": {"kind": "L2-normalised anisotropic Gaussian mixture (see make_mixture)", **stats},
-               "raw_vector_mb": n * args.dim * 4 / MIB, "machine": info, "results": results, "machine_busy": busy}
+               "raw_vector_mb": n * args.dim * 4 / MIB, "machine": info, "results": results,
+               "machine_busy": harness.is_busy(info)}
     harness.finish(args, "index_speed", payload, summary, figure=plot)
     return 0
 

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows[name]["eval"] = evaluate(variant(settings[name]))
         rows[name]["hm_drop"] = rows["fp32"]["eval"][HM] - rows[name]["eval"][HM]
         rows[name]["qualifies"] = bool(rows[name]["hm_drop"] <= MAX_HM_DROP)
-    payload = {"quick": args.quick, "machine": harness.machine_info(), "model": base.model_id, "n_texts": len(texts),
+    payload = {"model": base.model_id, "n_texts": len(texts),
                "max_hm_drop": MAX_HM_DROP, "rows": rows}
     harness.finish(args, "int8_quality", payload, summary)
     return 0

@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "per_item_ms": 1000 * float(np.median(values)) / tasks[task][0]}
                       for n, values in by_threads.items()}
                for task, by_threads in timings.items()}
-    payload = {"machine": harness.machine_info(), "quick": args.quick, "texts": len(texts), "vectors": args.vectors,
+    payload = {"texts": len(texts), "vectors": args.vectors,
                "queries": args.queries, "rounds": args.rounds, "results": results}
     harness.finish(args, "threads", payload, summary)
     return 0
