@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -113,6 +114,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     peak, rss_after, stats = peak_rss_bytes(), rss_bytes(), index.stats()["collections"][0]
     assert len(index) == n and stats["count"] == n, (len(index), stats)
     index.close()
+    shutil.rmtree(work, ignore_errors=True)  # the next size's build needs the disk, not these files
     return {**result, "dim": stats["dim"], "vector_bytes": n * stats["dim"] * 4, "build_s": build_s,
             "docs_per_s": n / build_s, "peak_growth_bytes": peak - baseline,
             "peak_growth_vs_model_bytes": peak - baseline_model, "rss_growth_after_build_bytes": rss_after - baseline}
@@ -191,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {**harness.recorded(args), "sizes": sizes, "orders": orders, "answers": not args.no_answers,
                 "backend": "faiss (exact)"}
     by_order: dict[str, list[dict[str, Any]]] = {order: [] for order in orders}
-    with tempfile.TemporaryDirectory(prefix="build_memory-") as work:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True, prefix="build_memory-") as work:
         for order in orders:
             for n in sizes:
                 spec, out = dict(settings, n=n, order=order, tmpdir=work), Path(work) / f"{order}-{n}.json"

@@ -96,7 +96,7 @@ def run(args: Any) -> dict[str, Any]:
                                   max_length=128)
     texts = news_texts(args.queries + 5, seed=args.seed + 7)
     k, results = args.k, {}
-    with tempfile.TemporaryDirectory(prefix="combined_search-") as work, \
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True, prefix="combined_search-") as work, \
             InstructionIndex.open(Path(work) / "index", model=encoder, backend=args.backend) as index:
         started = time.perf_counter()
         vectors, queries = build(index, args.docs, encoder.dim, args.queries + 5, np.random.default_rng(args.seed))

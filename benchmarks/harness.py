@@ -98,16 +98,19 @@ _START: dict[str, float] = {}  # the clocks when ``parse`` ran: the run's start
 
 
 def _cpu_seconds() -> tuple[float, float]:
-    """CPU seconds used so far by every process on the machine (``/proc/stat``; NaN where the kernel
-    does not say) and by this one with the children it has waited for."""
+    """CPU seconds the cores this process may run on have spent working so far (``/proc/stat``: user,
+    nice, system, and steal, the hypervisor's other guests; not interrupts, where a benchmark's own
+    I/O lands; NaN where the kernel does not say), and those of this process with the children it
+    has waited for."""
     own = os.times()
     mine = own.user + own.system + own.children_user + own.children_system
+    cores = {f"cpu{n}" for n in (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())}
     try:
-        ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
+        rows = [line.split() for line in Path("/proc/stat").read_text().splitlines() if line.split(" ")[0] in cores]
+        ticks = sum(int(row[1]) + int(row[2]) + int(row[3]) + int(row[8]) for row in rows)
+    except (OSError, ValueError, IndexError):
         return float("nan"), mine
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), mine
+    return (ticks / os.sysconf("SC_CLK_TCK") if rows else float("nan")), mine
 
 
 def count_as_own(cpu_seconds: float) -> None:

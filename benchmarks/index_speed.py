@@ -74,12 +74,13 @@ def make_mixture(n: int, dim: int, clusters: int, seed: int, alpha: float = 0.5,
 
 
 def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int, chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k by inner product: (ids, scores), best first."""
+    """Brute-force top-k by inner product: (ids, scores), best first (all of ``base`` when it holds at most k)."""
+    k = min(k, len(base))
     ids = np.empty((len(queries), k), dtype=np.int64)
     scores = np.empty((len(queries), k), dtype=np.float32)
     for start in range(0, len(queries), chunk):
         block = queries[start : start + chunk] @ base.T
-        top = np.argpartition(-block, k, axis=1)[:, :k]
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         ids[start : start + chunk] = np.take_along_axis(top, order, axis=1)
@@ -320,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--configs: unknown {', '.join(sorted(set(configs) - set(LABELS)))}")
     n = args.n or (5_000 if args.quick else 100_000)
     n_queries = args.queries or (200 if args.quick else 1_000)
-    with tempfile.TemporaryDirectory(prefix="index_speed-") as scratch:  # --workdir: kept for a rerun
+    # with --workdir, the data and each configuration's result stay there for a rerun
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True, prefix="index_speed-") as scratch:
         work = Path(args.workdir or scratch)
         work.mkdir(parents=True, exist_ok=True)
         logger.info("generating %d + %d vectors of dim %d (%d clusters)", n, n_queries, args.dim, args.clusters)

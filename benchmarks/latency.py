@@ -92,7 +92,7 @@ def k_curve(enc: Any, flop_model: FlopModel, texts: list[str], ks: Sequence[int]
         flops = {"shared": executed_flops(enc, flop_model, texts, subset),
                  "naive": sum(executed_flops(enc, flop_model, texts, [item]) for item in subset)}
         gap = max(float(1.0 - harness.cosine_rows(out[f"shared k={k}"][item], out[f"naive k={k}"][item]).min())
-                  for item in subset)
+                  for item in subset)  # the last round's outputs (a GPU's may differ a little between rounds)
         point: dict[str, Any] = {"k": k, "max_cosine_gap": gap}
         for mode in MODES:
             best = base if k == 1 else min(seconds[f"{mode} k={k}"])

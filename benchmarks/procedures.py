@@ -112,9 +112,9 @@ def side_by_side(procedures: dict[str, Callable[[], Any]], rounds: int, device: 
                  warm_up: Sequence[Callable[[], Any]] | None = None,
                  ) -> tuple[dict[str, list[float]], dict[str, Any], float, dict[str, float]]:
     """Each procedure once per round after untimed ``warm_up`` calls (default: each procedure), in an
-    order rotated every round (so none always runs first on a shared machine), and the matmul peak
-    after each round: seconds per round, each procedure's last output, the median peak and the
-    load average's range."""
+    order rotated every round and reversed every other one (so that none always runs first, nor
+    always right before its neighbour, on a shared machine), and the matmul peak after each round:
+    seconds per round, each procedure's last output, the median peak and the load average's range."""
     for fn in procedures.values() if warm_up is None else warm_up:
         fn()
     names = list(procedures)
@@ -123,7 +123,8 @@ def side_by_side(procedures: dict[str, Callable[[], Any]], rounds: int, device: 
     peaks: list[float] = []
     load = [load_average()]
     for number in range(rounds):
-        for name in names[number % len(names):] + names[: number % len(names)]:
+        order = names[number % len(names):] + names[: number % len(names)]
+        for name in order[::-1] if number % 2 else order:
             elapsed, outputs[name] = time_call(procedures[name], device)
             seconds[name].append(elapsed)
         peaks.append(matmul_peak_gflops(device))

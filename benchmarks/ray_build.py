@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from inbedder_index.models import DEFAULT_MODEL
 
     cores = harness.usable_cores()
-    with tempfile.TemporaryDirectory(prefix="ray_build-") as work:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True, prefix="ray_build-") as work:
         model = args.model or DEFAULT_MODEL
         if args.model is None and args.quick:
             from .build_memory import make_tiny_model

@@ -145,22 +145,24 @@ def summary(result: dict[str, Any]) -> list[str]:
              f"{level['mean_batch_requests'] or 0:.1f}", f"{level['min_cosine_vs_in_process'] or 0:.6f}")
             for level in result["levels"]]
     before, after = result["baseline_before_after"]
-    peak, torch_peak = result["server_peak_rss_mib"] or 0, result["torch_server_peak_rss_mib"] or float("nan")
-    ratio = peak / torch_peak
-    memory_met = ratio <= MEMORY_TARGET
-    return [f"`{result['model']}`, {result['requests_per_level']} single-text requests per level "
+    peak, torch_peak = result["server_peak_rss_mib"], result["torch_server_peak_rss_mib"]
+    lines = [f"`{result['model']}`, {result['requests_per_level']} single-text requests per level "
             f"(~{result['mean_words']:.0f} words), {result['threads']} thread(s) for the server and the baseline; "
             f"load average {info['load_average_1m_end']:.1f} at the end. "
             f"In-process batched encode: {base:.2f} texts/s (before {before:.2f}, after {after:.2f}).", "",
             *harness.table(("clients", "texts/s", "of in-process", "p50 ms", "p99 ms", "failed", "mean batch",
                             "min cosine to in-process"), rows), "",
-            f"- server peak memory {peak:,.0f} MiB; the benchmark's process (model and clients) "
+            f"- server peak memory {peak or 0:,.0f} MiB; the benchmark's process (model and clients) "
             f"{result['benchmark_peak_rss_mib']:,.0f} MiB",
             f"- target: {top['clients']} clients >= {result['target_fraction']:.0%} of in-process throughput, none "
-            f"failed: {result['fraction_at_32']:.0%}, {top['failed']} failed, {harness.verdict(result['met'])}",
-            f"- target: server peak memory <= {MEMORY_TARGET:.0%} of a `--runtime torch` server's: {peak:,.0f} MiB "
-            f"vs {torch_peak:,.0f} MiB = {ratio:.0%}, {harness.verdict(memory_met)}"
-            + ("" if memory_met else f" (over by {ratio - MEMORY_TARGET:.0%} of the PyTorch server's)")]
+            f"failed: {result['fraction_at_32']:.0%}, {top['failed']} failed, {harness.verdict(result['met'])}"]
+    if peak and torch_peak:  # None where /proc could not say
+        ratio = peak / torch_peak
+        over = "" if ratio <= MEMORY_TARGET else f" (over by {ratio - MEMORY_TARGET:.0%} of the PyTorch server's)"
+        lines.append(f"- target: server peak memory <= {MEMORY_TARGET:.0%} of a `--runtime torch` server's: "
+                     f"{peak:,.0f} MiB vs {torch_peak:,.0f} MiB = {ratio:.0%}, "
+                     f"{harness.verdict(ratio <= MEMORY_TARGET)}{over}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
