@@ -78,6 +78,14 @@ def test_instruction_changes_vector_and_list_gives_dict(tiny_encoder):
     assert not np.allclose(both[INSTRUCTION], both[other], atol=1e-3)
 
 
+def test_one_query_under_several_instructions_warns_nothing(tiny_encoder, recwarn):
+    """A combined search embeds one query under each instruction: the shared-prefix path then hands
+    the runtime a read-only view (the suffix broadcast to its one row), which torch warns about in
+    a user's log unless the runtime copies it."""
+    tiny_encoder.encode(TEXTS[-1], [INSTRUCTION, "How does the customer feel?"])
+    assert [str(w.message) for w in recwarn.list] == []
+
+
 def test_long_text_is_left_truncated_keeping_instruction(tiny_encoder):
     long_text = "opening " + "filler words here. " * 200 + "closing"
     prompt = tiny_encoder.prompts.build(long_text, INSTRUCTION)

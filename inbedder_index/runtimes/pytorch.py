@@ -138,7 +138,9 @@ class TorchRuntime:
         self._cache_argument = cache_argument(self.backbone)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(self.device)
+        """The array as an int64 tensor on the device (copied only when it is not already a
+        contiguous, writable int64 array: torch warns about read-only ones, e.g. a broadcast view)."""
+        return torch.from_numpy(np.require(array, dtype=np.int64, requirements=("C", "W"))).to(self.device)
 
     @torch.inference_mode()
     def forward(
